@@ -1,0 +1,311 @@
+"""The recipe: the one description of a fine-tuning run.
+
+These pydantic models are the single source of truth for every setting: validation messages,
+`tuneforge recipe schema`, the wizard's help text and docs/recipes.md all come from the field
+descriptions below. A recipe is YAML read with `yaml.safe_load` (never executed); command-line
+overrides `key.sub=value` are applied on top, then everything is validated at once.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import RecipeError
+
+RECIPE_VERSION = 1
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors (with a 'did you mean'), never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSpec(StrictModel):
+    name_or_path: str = Field(
+        "smollm2-135m",
+        description="Base model: the built-in alias 'smollm2-135m' (embedded, works offline), a local "
+        "Hugging Face directory, a local .gguf file, or a hub id such as 'HuggingFaceTB/SmolLM2-360M-Instruct'.",
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) for hub ids.")
+    trust_remote_code: bool = Field(
+        False, description="Run Python code shipped with a hub model. Only set this for models you trust."
+    )
+    chat_template: str = Field(
+        "auto",
+        description="Chat template: 'auto' uses the tokenizer's own template (or chatml when it has none); "
+        "'chatml', 'llama3', 'alpaca', 'plain' force a built-in one; a path to a .jinja file uses that file.",
+    )
+
+
+class LoraSpec(StrictModel):
+    r: int = Field(16, ge=1, le=4096, description="LoRA rank: size of the low-rank update.")
+    alpha: float = Field(32.0, gt=0, description="LoRA alpha: the update is scaled by alpha / r.")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    target_modules: Union[Literal["all-linear"], list[str]] = Field(
+        "all-linear",
+        description="Modules that get adapters: 'all-linear' (every linear layer but the output head) "
+        "or a list of module names such as [q_proj, v_proj].",
+    )
+
+
+class DatasetSpec(StrictModel):
+    path: str = Field(..., description="A data file (.json, .jsonl) relative to the recipe file, or absolute.")
+    format: Literal["auto", "alpaca", "sharegpt", "openai", "text"] = Field(
+        "auto", description="Row format; 'auto' detects it from the first rows."
+    )
+    placeholders: dict[str, str] = Field(
+        default_factory=dict,
+        description="Text substitutions applied to every string, e.g. {name: Forge} turns '{{name}}' into 'Forge'.",
+    )
+    max_samples: int | None = Field(None, ge=1, description="Use at most this many rows of this dataset.")
+
+
+class DataSpec(StrictModel):
+    train: list[DatasetSpec] = Field(..., min_length=1, description="Training datasets, concatenated in order.")
+    eval: list[DatasetSpec] = Field(default_factory=list, description="Separate evaluation datasets.")
+    eval_split: float = Field(
+        0.0, ge=0.0, lt=0.5, description="Fraction of the training rows held out for eval loss (0 = none)."
+    )
+    max_length: int = Field(1024, ge=16, le=1_000_000, description="Cut-off length in tokens per example.")
+    train_on_prompt: bool = Field(
+        False, description="Also train on system/user tokens. By default only assistant replies are trained."
+    )
+
+
+class TrainSpec(StrictModel):
+    epochs: float = Field(3.0, gt=0, description="Passes over the training data (ignored when max_steps is set).")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps.")
+    batch_size: int = Field(8, ge=1, le=4096, description="Examples per device per forward pass.")
+    grad_accum: int = Field(1, ge=1, le=4096, description="Forward passes per optimizer step.")
+    learning_rate: float = Field(2e-4, gt=0, le=1.0, description="Peak learning rate.")
+    scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
+        "cosine", description="Learning-rate schedule after warmup."
+    )
+    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0, description="Fraction of steps spent warming up.")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    logging_steps: int = Field(5, ge=1, description="Write a metrics line every N optimizer steps.")
+    eval_steps: int | None = Field(
+        None, ge=1, description="Compute eval loss every N steps (default: at the end of each epoch)."
+    )
+    save_steps: int | None = Field(
+        None, ge=1, description="Save a checkpoint every N steps (default: at the end of each epoch)."
+    )
+    save_total_limit: int = Field(2, ge=1, description="Keep at most this many checkpoints.")
+
+
+class OutputSpec(StrictModel):
+    runs_dir: str = Field("runs", description="Folder that holds run directories (relative to the working directory).")
+    overwrite: bool = Field(False, description="Replace an existing run directory of the same name.")
+
+
+class Recipe(StrictModel):
+    """A complete fine-tuning run. Every field has a default except the data."""
+
+    version: Literal[1] = Field(RECIPE_VERSION, description="Recipe format version.")
+    name: str | None = Field(
+        None, description="Run name: the run directory is <runs_dir>/<name>. Default: a timestamp."
+    )
+    seed: int = Field(42, description="Random seed for data order, initialisation and dropout.")
+    stage: Literal["sft"] = Field("sft", description="Training stage: 'sft' (supervised fine-tuning).")
+    method: Literal["lora", "full"] = Field(
+        "lora", description="'lora' trains small adapters on a frozen model; 'full' trains every weight."
+    )
+    model: ModelSpec = Field(default_factory=ModelSpec, description="The base model.")
+    lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA settings (method: lora).")
+    data: DataSpec = Field(..., description="Training and evaluation data.")
+    train: TrainSpec = Field(default_factory=TrainSpec, description="Optimisation settings.")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto",
+        description="'auto': bf16 autocast where the hardware supports it (CUDA >= 8.0, CPUs with "
+        "avx512_bf16/AMX), fp16 on older CUDA, fp32 otherwise.",
+    )
+    device: str = Field("auto", description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'.")
+    output: OutputSpec = Field(default_factory=OutputSpec, description="Where runs are written.")
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_folder_name(cls, v: str | None) -> str | None:
+        if v is not None and (not v or "/" in v or v in {".", ".."} or v.startswith("-")):
+            raise ValueError("must be a plain folder name (no '/'), e.g. 'my-run'")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        if v in {"auto", "cpu", "cuda", "mps"} or (v.startswith("cuda:") and v[5:].isdigit()):
+            return v
+        raise ValueError("must be one of 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'")
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading, overrides and error messages
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`train.lr=1e-4` -> (['train', 'lr'], 0.0001). Values are typed like YAML scalars."""
+    if "=" not in text:
+        raise RecipeError([f"override '{text}' is not key=value (e.g. train.batch_size=4)"], "command line")
+    key, raw = text.split("=", 1)
+    parts = [p for p in key.strip().split(".")]
+    if not key.strip() or any(not p for p in parts):
+        raise RecipeError([f"override '{text}' has an empty key part"], "command line")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, str):  # YAML 1.1 reads '1e-4' as text; people mean a number
+        try:
+            value = float(value) if value.strip().lower() not in {"nan", "inf", "-inf", "infinity"} else value
+        except ValueError:
+            pass
+    return parts, value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply `a.b=value` overrides to a nested dict (list items by index: data.train.0.path=x)."""
+    for text in overrides:
+        parts, value = parse_override(text)
+        node: Any = data
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise RecipeError(
+                        [f"override '{text}': '{part}' is not an index of a list of {len(node)} item(s)"],
+                        "command line",
+                    )
+                if last:
+                    node[int(part)] = value
+                else:
+                    node = node[int(part)]
+            else:
+                if last:
+                    node[part] = value
+                else:
+                    nxt = node.get(part)
+                    if not isinstance(nxt, (dict, list)):
+                        nxt = node[part] = {}
+                    node = nxt
+    return data
+
+
+def _model_at(loc: tuple, root: type[BaseModel] = None) -> type[BaseModel] | None:
+    """The pydantic model class found by walking a validation-error location."""
+    cls: Any = root or Recipe
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or part not in cls.model_fields:
+            return None
+        cls = _inner_model(cls.model_fields[part].annotation)
+    return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
+
+
+def _inner_model(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None if get_origin(annotation) is not None or not isinstance(annotation, type) else annotation
+
+
+def format_errors(err: ValidationError) -> list[str]:
+    """Pydantic errors as 'dotted.path: what is wrong (got X)' lines with a 'did you mean'."""
+    lines = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        path = ".".join(str(p) for p in loc) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            parent = _model_at(loc[:-1])
+            known = list(parent.model_fields) if parent else []
+            guess = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+            hint = f"; did you mean '{guess[0]}'?" if guess else ""
+            allowed = f" (known keys: {', '.join(known)})" if known and not guess else ""
+            lines.append(f"{path}: unknown key{hint}{allowed}")
+            continue
+        msg = e["msg"]
+        if e["type"] == "missing":
+            parent = _model_at(loc[:-1])
+            field = parent.model_fields.get(str(loc[-1])) if parent else None
+            desc = f" — {field.description}" if field and field.description else ""
+            lines.append(f"{path}: required field is missing{desc}")
+            continue
+        got = e.get("input")
+        got_txt = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
+        lines.append(f"{path}: {msg}{got_txt}")
+    return lines
+
+
+def _resolve_path(value: str, base_dir: Path) -> str:
+    p = Path(os.path.expanduser(value))
+    if p.is_absolute():
+        return str(p)
+    return str((base_dir / p).resolve())
+
+
+def _looks_like_local_model(value: str, base_dir: Path) -> bool:
+    if value.startswith(("/", "./", "../", "~")) or value.endswith(".gguf"):
+        return True
+    return (base_dir / value).exists()
+
+
+def resolve_paths(recipe: Recipe, base_dir: Path) -> Recipe:
+    """Make every relative path absolute (relative to the recipe's folder) so the saved recipe replays."""
+    for spec in [*recipe.data.train, *recipe.data.eval]:
+        if "://" not in spec.path and not spec.path.startswith("hf:"):
+            spec.path = _resolve_path(spec.path, base_dir)
+    name = recipe.model.name_or_path
+    if _looks_like_local_model(name, base_dir):
+        recipe.model.name_or_path = _resolve_path(name, base_dir)
+    tpl = recipe.model.chat_template
+    if tpl.endswith(".jinja"):
+        recipe.model.chat_template = _resolve_path(tpl, base_dir)
+    return recipe
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read, override, validate and resolve a recipe file. Raises RecipeError with every problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError([f"recipe file '{path}' does not exist"], "command line")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise RecipeError([f"not valid YAML{where}: {getattr(exc, 'problem', exc)}"], str(path)) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(["the top level must be a mapping of keys (model:, data:, train:, ...)"], str(path))
+    return recipe_from_dict(data, overrides or [], base_dir=path.resolve().parent, source=str(path))
+
+
+def recipe_from_dict(
+    data: dict, overrides: list[str] | None = None, base_dir: Path | None = None, source: str = "recipe"
+) -> Recipe:
+    data = apply_overrides(data, overrides or [])
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as err:
+        raise RecipeError(format_errors(err), source) from None
+    return resolve_paths(recipe, base_dir or Path.cwd())
+
+
+def recipe_to_yaml(recipe: Recipe) -> str:
+    """The resolved recipe as YAML: every field written out, so it replays exactly."""
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def json_schema() -> dict:
+    return Recipe.model_json_schema()

@@ -1,0 +1,256 @@
+"""Where training happens: recipe → model + data → HF Trainer → run directory.
+
+Read top to bottom: `train(recipe)` places the run on a device, makes the run directory, loads the
+model and tokenizer, turns data into token ids, wraps the model for the method, runs the trainer
+with a callback that writes metrics.jsonl/status.json, and saves the final weights atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import resource
+import shutil
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import device as device_mod
+from . import model as model_mod
+from . import rundir
+from .errors import TuneforgeError
+from .progress import make_progress
+from .recipe import Recipe, recipe_to_yaml
+
+log = logging.getLogger("tuneforge")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+class _Reporter:
+    """Everything the run says goes to train.log and to the progress display."""
+
+    def __init__(self, run: rundir.RunDir, progress):
+        self.run, self.progress = run, progress
+        self.handler = logging.FileHandler(run.log, encoding="utf-8")
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        log.addHandler(self.handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+    def say(self, text: str) -> None:
+        log.info(text)
+        self.progress.message(text)
+
+    def close(self) -> None:
+        log.removeHandler(self.handler)
+        self.handler.close()
+
+
+def _metrics_callback(run: rundir.RunDir, progress, started: float):
+    from transformers import TrainerCallback
+
+    from .progress import plain_line
+
+    class MetricsCallback(TrainerCallback):
+        """Turns trainer logs into metrics.jsonl lines, status.json updates and progress output."""
+
+        def __init__(self):
+            self.last_tokens, self.last_time = 0, started
+
+        def on_train_begin(self, args, state, control, **kw):
+            run.update_status(total_steps=state.max_steps)
+            progress.start(f"tuneforge · {run.name}", state.max_steps)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            logs = logs or {}
+            if "train_loss" in logs:  # the trainer's end-of-training summary
+                return
+            now = time.time()
+            tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
+            dt = max(now - self.last_time, 1e-9)
+            elapsed = now - started
+            step, total = state.global_step, state.max_steps
+            rec: dict[str, Any] = {
+                "step": step, "total_steps": total, "epoch": round(state.epoch or 0.0, 4),
+                "loss": logs.get("loss"), "eval_loss": logs.get("eval_loss"),
+                "lr": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
+                "tokens_seen": tokens,
+                "tokens_per_s": round((tokens - self.last_tokens) / dt, 1) if "loss" in logs else None,
+                "elapsed_s": round(elapsed, 2),
+                "eta_s": round(elapsed / step * (total - step), 1) if step else None,
+            }
+            if "loss" in logs:
+                self.last_tokens, self.last_time = tokens, now
+            run.append_metrics(rec)
+            log.info(plain_line(rec))
+            run.update_status(step=step, total_steps=total)
+            progress.update(rec)
+
+    return MetricsCallback()
+
+
+def _atomic_save(target: Path, save) -> None:
+    """Save into a temporary sibling folder, then rename: a crash never leaves half the weights."""
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save(tmp)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+
+
+def _apply_method(model, recipe: Recipe):
+    if recipe.method == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(
+        r=recipe.lora.r, lora_alpha=recipe.lora.alpha, lora_dropout=recipe.lora.dropout,
+        target_modules=recipe.lora.target_modules, task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, cfg)
+
+
+def _to_dataset(items):
+    from datasets import Dataset
+
+    return Dataset.from_dict({
+        "input_ids": [t.input_ids for t in items],
+        "attention_mask": [[1] * len(t.input_ids) for t in items],
+        "labels": [t.labels for t in items],
+    })
+
+
+@dataclass
+class TrainResult:
+    run: rundir.RunDir
+    model: Any  # the trained model in memory (peft-wrapped for LoRA)
+    tokenizer: Any
+
+
+def train(recipe: Recipe, progress_mode: str = "auto") -> TrainResult:
+    """Run one recipe to completion. Raises TuneforgeError for user mistakes (status: failed)."""
+    placement = device_mod.choose(recipe.device, recipe.precision)
+    run = rundir.create(recipe.output.runs_dir, recipe.name, recipe.output.overwrite)
+    saved = recipe.model_copy(deep=True)
+    saved.name = run.name
+    run.recipe.write_text(recipe_to_yaml(saved), encoding="utf-8")
+    run.update_status(**rundir.initial_status(), device=placement.device, precision=placement.precision,
+                      precision_reason=placement.reason)
+    progress = make_progress(progress_mode)
+    rep = _Reporter(run, progress)
+    try:
+        model, tok = _train_in(run, recipe, placement, progress, rep)
+    except BaseException as exc:
+        state = "stopped" if isinstance(exc, KeyboardInterrupt) else "failed"
+        progress.stop()
+        log.error("run %s: %s\n%s", state, exc, traceback.format_exc())
+        run.update_status(state=state, ended_at=rundir.now_iso(), error=None if state == "stopped" else str(exc),
+                          peak_rss_mb=round(peak_rss_mb(), 1))
+        raise
+    finally:
+        rep.close()
+    return TrainResult(run, model, tok)
+
+
+def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Reporter):
+    model_mod.quiet_hf()
+    from transformers import DataCollatorForSeq2Seq, PrinterCallback, Trainer, TrainingArguments, set_seed
+
+    from .data import prepare
+    from .data.template import resolve_chat_template
+
+    started = time.time()
+    rep.say(f"run directory: {run.path}")
+    rep.say(f"device {placement.device}, precision {placement.precision} ({placement.reason})")
+    set_seed(recipe.seed)
+
+    resolved = model_mod.resolve(recipe.model.name_or_path)
+    tok = model_mod.load_tokenizer(resolved, recipe.model.revision, recipe.model.trust_remote_code)
+    template, template_name = resolve_chat_template(tok, recipe.model.chat_template)
+    tok.chat_template = template  # saved with the weights: chat and export use exactly this one
+    rep.say(f"model {resolved.source} ({resolved.kind}: {resolved.path}); chat template: {template_name}")
+
+    data = prepare(recipe.data, tok, template, recipe.seed)
+    rundir.write_json_atomic(run.data_report, data.report.to_dict())
+    rep.say("data: " + data.report.summary())
+    n_tokens = sum(len(t.input_ids) for t in data.train)
+    n_trained = sum(sum(1 for x in t.labels if x != -100) for t in data.train)
+    rep.say(f"data: {len(data.train)} train / {len(data.eval)} eval examples, {n_tokens} tokens ({n_trained} trained)")
+
+    # LoRA on a bf16-capable GPU keeps the frozen base in bf16; everything else keeps fp32
+    # master weights and lets autocast run the matmuls in bf16/fp16.
+    storage = "bf16" if (placement.device.startswith("cuda") and recipe.method == "lora" and placement.precision == "bf16") else "fp32"
+    model = model_mod.load_model(resolved, storage, recipe.model.revision, recipe.model.trust_remote_code)
+    model.config.use_cache = False
+    model = _apply_method(model, recipe)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    rep.say(f"method {recipe.method}: {trainable:,} of {total:,} parameters trainable ({trainable / total:.2%})")
+
+    t = recipe.train
+    per_epoch = math.ceil(len(data.train) / (t.batch_size * t.grad_accum))
+    total_steps = t.max_steps or math.ceil(per_epoch * t.epochs)
+    has_eval = bool(data.eval)
+    args = TrainingArguments(
+        output_dir=str(run.checkpoints),
+        per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        num_train_epochs=t.epochs, max_steps=t.max_steps or -1,
+        learning_rate=t.learning_rate, lr_scheduler_type=t.scheduler,
+        warmup_steps=int(round(t.warmup_ratio * total_steps)),
+        weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
+        logging_steps=t.logging_steps, logging_first_step=True,
+        eval_strategy=("steps" if t.eval_steps else "epoch") if has_eval else "no",
+        eval_steps=t.eval_steps,
+        save_strategy="steps" if t.save_steps else "epoch", save_steps=t.save_steps or 500,
+        save_total_limit=t.save_total_limit,
+        bf16=placement.precision == "bf16", fp16=placement.precision == "fp16",
+        use_cpu=placement.device == "cpu",
+        seed=recipe.seed, data_seed=recipe.seed,
+        include_num_input_tokens_seen="non_padding",
+        disable_tqdm=True, report_to="none", log_level="error",
+        remove_unused_columns=False, dataloader_num_workers=0,
+    )
+    trainer = Trainer(
+        model=model, args=args,
+        train_dataset=_to_dataset(data.train), eval_dataset=_to_dataset(data.eval) if has_eval else None,
+        data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100),
+        callbacks=[_metrics_callback(run, progress, started)],
+    )
+    trainer.remove_callback(PrinterCallback)
+    result = trainer.train()
+    progress.stop()
+
+    final: dict[str, Any] = {"train_loss": round(result.training_loss, 5)}
+    if has_eval:
+        final["eval_loss"] = round(trainer.evaluate()["eval_loss"], 5)
+        run.append_metrics({"step": trainer.state.global_step, "total_steps": trainer.state.max_steps,
+                            "epoch": round(trainer.state.epoch or 0, 4), "eval_loss": final["eval_loss"],
+                            "elapsed_s": round(time.time() - started, 2)})
+    target = run.adapter if recipe.method == "lora" else run.model
+
+    def save(folder: Path) -> None:
+        trainer.model.save_pretrained(str(folder))
+        tok.save_pretrained(str(folder))
+
+    _atomic_save(target, save)
+    elapsed = time.time() - started
+    tokens = int(trainer.state.num_input_tokens_seen or 0)
+    final.update(elapsed_s=round(elapsed, 1), tokens_seen=tokens,
+                 train_tokens_per_s=round(tokens / max(result.metrics.get("train_runtime", elapsed), 1e-9), 1),
+                 peak_rss_mb=round(peak_rss_mb(), 1))
+    run.update_status(state="finished", ended_at=rundir.now_iso(), step=trainer.state.global_step,
+                      final_metrics=final, weights=str(target))
+    rep.say(f"finished in {elapsed:.0f}s: train loss {final['train_loss']}"
+            + (f", eval loss {final['eval_loss']}" if has_eval else "") + f"; weights in {target}")
+    return trainer.model, tok

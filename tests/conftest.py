@@ -1,0 +1,67 @@
+"""Shared fixtures: the real SmolLM2 (converted once), a tiny random Llama with SmolLM2's real
+tokenizer, and paths to the real datasets in ../shared/data."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# One model cache for every test run (the embedded model is converted once, ~25 s).
+os.environ.setdefault("TUNEFORGE_CACHE", str(ROOT / ".cache" / "tuneforge"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def shared(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.is_file():
+        pytest.skip(f"{path} is not present (the shared data sets live beside the checkout)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The embedded SmolLM2-135M-Instruct as a Hugging Face folder (converted from its GGUF)."""
+    from tuneforge.runner import model
+
+    return Path(model.resolve("smollm2-135m").path)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(smollm2_dir, tmp_path_factory) -> Path:
+    """A tiny random Llama (2 layers, hidden 64) with SmolLM2's real tokenizer and chat template."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("tiny-llama")
+    tok = AutoTokenizer.from_pretrained(smollm2_dir)
+    cfg = LlamaConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture
+def run_cli(tmp_path):
+    """Run `tuneforge ARGS` as a real subprocess in tmp_path; returns CompletedProcess."""
+    import subprocess
+
+    def _run(*args: str, cwd: Path | None = None, timeout: float = 900, input: str | None = None, env: dict | None = None):
+        return subprocess.run(
+            [sys.executable, "-m", "tuneforge.runner.cli", *args], cwd=cwd or tmp_path, capture_output=True,
+            text=True, timeout=timeout, input=input, env={**os.environ, **(env or {})},
+        )
+
+    return _run

@@ -1,0 +1,140 @@
+"""Recipe validation: the messages a user sees for each kind of mistake, overrides, round-trips."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from tuneforge.runner.errors import RecipeError
+from tuneforge.runner.recipe import Recipe, load_recipe, parse_override, recipe_from_dict, recipe_to_yaml
+
+BASE = {"data": {"train": [{"path": "train.jsonl"}]}}
+
+
+def errors_of(data, overrides=()):
+    with pytest.raises(RecipeError) as exc:
+        recipe_from_dict(data, list(overrides))
+    return exc.value.errors
+
+
+def test_unknown_key_suggests_the_close_one():
+    errs = errors_of({**BASE, "train": {"learning_rat": 1e-4}, "methd": "lora"})
+    assert "train.learning_rat: unknown key; did you mean 'learning_rate'?" in errs
+    assert "methd: unknown key; did you mean 'method'?" in errs
+
+
+def test_unknown_key_without_close_match_lists_known_keys():
+    (err,) = errors_of({**BASE, "lora": {"zzz": 1}})
+    assert err.startswith("lora.zzz: unknown key (known keys: r, alpha, dropout, target_modules")
+
+
+def test_wrong_type_and_range_are_named_by_dotted_path():
+    errs = errors_of({**BASE, "train": {"batch_size": "big", "learning_rate": -1}})
+    assert any(e.startswith("train.batch_size: Input should be a valid integer") and "'big'" in e for e in errs)
+    assert any(e.startswith("train.learning_rate: Input should be greater than 0") for e in errs)
+
+
+def test_literal_errors_list_the_allowed_values():
+    (err,) = errors_of({**BASE, "train": {"scheduler": "cosin"}})
+    assert "'cosine', 'linear', 'constant' or 'constant_with_warmup'" in err and "(got 'cosin')" in err
+
+
+def test_nested_list_paths_and_missing_fields():
+    errs = errors_of({"data": {"train": [{"path": "a.json", "formt": "alpaca"}]}})
+    assert errs == ["data.train.0.formt: unknown key; did you mean 'format'?"]
+    (missing,) = errors_of({})
+    assert missing.startswith("data: required field is missing")
+
+
+@pytest.mark.parametrize(
+    "text, key, value",
+    [
+        ("train.learning_rate=1e-4", ["train", "learning_rate"], 1e-4),
+        ("train.batch_size=4", ["train", "batch_size"], 4),
+        ("data.train_on_prompt=true", ["data", "train_on_prompt"], True),
+        ("lora.target_modules=[q_proj, v_proj]", ["lora", "target_modules"], ["q_proj", "v_proj"]),
+        ("name=my-run", ["name"], "my-run"),
+        ("model.revision=", ["model", "revision"], ""),
+    ],
+)
+def test_override_values_are_yaml_typed(text, key, value):
+    assert parse_override(text) == (key, value)
+
+
+def test_overrides_apply_after_the_file_and_are_validated(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "train": {"batch_size": 8}}))
+    rec = load_recipe(path, ["train.batch_size=2", "data.train.0.max_samples=10", "lora.r=4"])
+    assert (rec.train.batch_size, rec.data.train[0].max_samples, rec.lora.r) == (2, 10, 4)
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(path, ["train.bach_size=2"])
+    assert "did you mean 'batch_size'" in str(exc.value)
+    with pytest.raises(RecipeError, match="not an index"):
+        load_recipe(path, ["data.train.5.path=x"])
+    with pytest.raises(RecipeError, match="not key=value"):
+        load_recipe(path, ["train.batch_size"])
+
+
+def test_relative_paths_resolve_against_the_recipe_folder(tmp_path):
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / "sub" / "r.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    rec = load_recipe(path)
+    assert rec.data.train[0].path == str(tmp_path / "sub" / "train.jsonl")
+    assert rec.model.name_or_path == "smollm2-135m"  # aliases and hub ids stay as written
+
+
+def test_resolved_recipe_round_trips(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "name": "x", "train": {"epochs": 2, "scheduler": "linear"}}))
+    rec = load_recipe(path, ["lora.r=8"])
+    saved = tmp_path / "saved.yaml"
+    saved.write_text(recipe_to_yaml(rec))
+    again = load_recipe(saved)
+    assert again == rec
+    assert recipe_to_yaml(again) == recipe_to_yaml(rec)
+    assert set(yaml.safe_load(recipe_to_yaml(rec))) == set(Recipe.model_fields)  # every field written out
+
+
+def test_bad_yaml_and_non_mapping(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  train: [\n")
+    with pytest.raises(RecipeError, match="not valid YAML at line"):
+        load_recipe(bad)
+    lst = tmp_path / "list.yaml"
+    lst.write_text("- a\n- b\n")
+    with pytest.raises(RecipeError, match="top level must be a mapping"):
+        load_recipe(lst)
+    with pytest.raises(RecipeError, match="does not exist"):
+        load_recipe(tmp_path / "nope.yaml")
+
+
+def test_yaml_is_never_executed(tmp_path):
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("name: !!python/object/apply:os.system ['echo hacked']\n")
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        load_recipe(evil)
+
+
+def test_validate_cli_exit_codes_and_output(tmp_path, run_cli):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    ok = run_cli("validate", str(path), "train.batch_size=3")
+    assert ok.returncode == 0, ok.stderr
+    assert yaml.safe_load(ok.stdout)["train"]["batch_size"] == 3
+    bad = run_cli("validate", str(path), "train.batch_size=0", "train.schedulr=x")
+    assert bad.returncode == 2
+    assert "train.batch_size: Input should be greater than or equal to 1 (got 0)" in bad.stderr
+    assert "did you mean 'scheduler'" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_schema_cli_prints_json_schema_with_descriptions(run_cli):
+    out = run_cli("recipe", "schema")
+    assert out.returncode == 0
+    schema = json.loads(out.stdout)
+    assert schema["title"] == "Recipe"
+    lr = schema["$defs"]["TrainSpec"]["properties"]["learning_rate"]
+    assert lr["description"] == Recipe.model_fields["train"].annotation.model_fields["learning_rate"].description

@@ -1,0 +1,1 @@
+"""tuneforge terminal UI (Textual). Reads run directories; never trains in-process."""
