@@ -253,4 +253,5 @@ def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Rep
                       final_metrics=final, weights=str(target))
     rep.say(f"finished in {elapsed:.0f}s: train loss {final['train_loss']}"
             + (f", eval loss {final['eval_loss']}" if has_eval else "") + f"; weights in {target}")
-    return trainer.model, tok
+    # Hand back the bare model: accelerate wraps forward() in autocast during mixed-precision training.
+    return trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False), tok

@@ -46,6 +46,7 @@ def tiny_model_dir(smollm2_dir, tmp_path_factory) -> Path:
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
         tie_word_embeddings=True,
+        initializer_range=0.2,  # large enough that a few LoRA steps visibly lower the loss
     )
     torch.manual_seed(0)
     LlamaForCausalLM(cfg).save_pretrained(out)

@@ -50,7 +50,7 @@ def _text(row: dict, key: str, required: bool = True) -> str:
 def from_alpaca(row: dict[str, Any]) -> Example:
     instruction = _text(row, "instruction")
     extra = _text(row, "input", required=False)
-    output = _text(row, "output" if "output" in row else "response")
+    output = _text(row, "response" if "response" in row and "output" not in row else "output")
     if not output.strip():
         raise RowError("empty assistant reply ('output')")
     prompt = f"{instruction}\n{extra}" if extra.strip() else instruction
