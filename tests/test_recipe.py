@@ -138,3 +138,13 @@ def test_schema_cli_prints_json_schema_with_descriptions(run_cli):
     assert schema["title"] == "Recipe"
     lr = schema["$defs"]["TrainSpec"]["properties"]["learning_rate"]
     assert lr["description"] == Recipe.model_fields["train"].annotation.model_fields["learning_rate"].description
+
+
+def test_recipe_reference_doc_is_generated_from_the_models():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gen_recipe_docs.py"
+    out = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout
