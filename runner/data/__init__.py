@@ -19,7 +19,7 @@ from .schema import Example
 from .sources import open_source
 from .template import ChatTokenizer, Dropped, Tokenized
 
-__all__ = ["DataReport", "Example", "Prepared", "Tokenized", "load_examples", "mix", "prepare", "tokenize"]
+__all__ = ["DataReport", "Example", "Prepared", "Tokenized", "apply_policy", "load_examples", "mix", "prepare", "tokenize"]
 
 log = logging.getLogger("tuneforge")
 STAGE_KINDS = {"sft": {"conversation", "text"}, "pt": {"text"}, "dpo": {"preference"}, "kto": {"feedback"},
@@ -118,9 +118,9 @@ def tokenize(examples: list[Example], chat: ChatTokenizer, report: DataReport) -
     return out
 
 
-def _check_kinds(examples: list[Example], stage: str) -> str:
+def _check_kinds(examples: list[Example], stage: str | None) -> str:
     kinds = sorted({ex.kind for ex in examples})
-    allowed = STAGE_KINDS.get(stage, {"conversation", "text"})
+    allowed = set(kinds) if stage is None else STAGE_KINDS.get(stage, {"conversation", "text"})
     wrong = [k for k in kinds if k not in allowed]
     if wrong:
         raise DataError(f"stage '{stage}' trains on {' or '.join(sorted(allowed))} rows, but the data holds {', '.join(wrong)} rows",
@@ -145,8 +145,10 @@ def apply_policy(report: DataReport, data_spec) -> list[str]:
     return []
 
 
-def prepare(data_spec, tokenizer, template: str, seed: int, stage: str = "sft") -> Prepared:
-    """Turn the recipe's data section into tokenized train/eval rows plus a report (cached)."""
+def prepare(data_spec, tokenizer, template: str, seed: int, stage: str | None = "sft") -> Prepared:
+    """Turn the recipe's data section into tokenized train/eval rows plus a report (cached).
+
+    `stage` says which row kinds are allowed (None: any, for inspection tools)."""
     from . import cache
 
     train_src = [open_source(s) for s in data_spec.train]
