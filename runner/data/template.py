@@ -185,8 +185,7 @@ class ChatTokenizer:
             except RowError as exc:
                 plans.append(exc)
         texts = [text for p in plans if not isinstance(p, RowError) for text, _ in p]
-        enc = self.tok(texts, add_special_tokens=False, return_offsets_mapping=True) if texts else {"input_ids": [], "offset_mapping": []}
-        it = iter(zip(enc["input_ids"], enc["offset_mapping"]))
+        it = iter(self._encode(texts))
         out: list[Tokenized | RowError] = []
         for ex, plan in zip(examples, plans):
             if isinstance(plan, RowError):
@@ -198,6 +197,17 @@ class ChatTokenizer:
             except RowError as exc:
                 out.append(exc)
         return out
+
+    def _encode(self, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        """(ids, character offsets) per text: the Rust tokenizer directly when there is one
+        (same ids as tokenizer(text, add_special_tokens=False), without per-row Python conversion)."""
+        if not texts:
+            return []
+        backend = getattr(self.tok, "_tokenizer", None) if getattr(self.tok, "is_fast", False) else None
+        if backend is not None:
+            return [(e.ids, e.offsets) for e in backend.encode_batch(texts, add_special_tokens=False)]
+        enc = self.tok(texts, add_special_tokens=False, return_offsets_mapping=True)
+        return list(zip(enc["input_ids"], enc["offset_mapping"]))
 
     def __call__(self, example: Example) -> Tokenized:
         res = self.encode_many([example])[0]
