@@ -213,3 +213,10 @@ def test_quickstart_recipe_still_loads_and_prepares(tok):
     rec = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml", ["data.cache=false"])
     p = prepare(rec.data, tok, tok.chat_template, rec.seed)
     assert p.report.bad_count == 0 and len(p.train) > 10
+
+
+def test_preference_data_as_conversation_trains_on_chosen():
+    exs, rep = examples(path=str(shared("dpo_en_demo.json")), kind="conversation", max_samples=3)
+    raw = json.loads(shared("dpo_en_demo.json").read_text())[0]
+    assert rep.bad_count == 0 and exs[0].kind == "conversation"
+    assert exs[0].messages[-1].role == "assistant" and exs[0].messages[-1].content == raw["chosen"]["value"]

@@ -89,9 +89,9 @@ def detect_layout(row: Any, columns: dict[str, str] | None = None) -> str | None
         if isinstance(turns, list):
             first = next((t for t in turns if isinstance(t, dict)), {})
             return "openai" if "role" in first and "from" not in first else "sharegpt"
-    if columns.get("prompt") and columns.get("prompt") in row and not any(
-            c in columns for c in ("response", "chosen", "kto_tag", "query")) and "text" not in row:
-        return "text" if columns.get("prompt") not in ("instruction", "prompt") else "alpaca"
+    if (columns.get("prompt") in row and not any(c in columns for c in ("response", "chosen", "kto_tag", "query"))
+            and not any(k in row for k in ("output", "response", "chosen", "label", "text"))):
+        return "text"  # LLaMA-Factory pre-training entries name only a prompt column
     if isinstance(row.get("prompt"), list):
         return "openai"
     if "instruction" in row or "prompt" in row or (columns.get("prompt") in row):
@@ -332,7 +332,9 @@ def convert(row: Any, m: Mapping) -> Example:
             raise RowError(SAME_PAIR, "both replies are identical")
         return Example("preference", messages, tools=tools, chosen=chosen, rejected=rejected)
 
-    if m.layout == "alpaca":
+    if kind == "conversation" and m.col("chosen") in row and m.col("rejected") in row:
+        messages.append(_reply(row.get(m.col("chosen")), m, m.col("chosen")))  # SFT on the preferred reply
+    elif m.layout == "alpaca":
         out_col = m.col("response")
         if out_col not in row and "response" in row and "response" not in m.columns:
             out_col = "response"

@@ -141,7 +141,6 @@ class ChatTokenizer:
                 if pos is None:
                     raise RowError(TEMPLATE, f"the chat template does not reproduce assistant turn {i}'s text")
                 pos, length = pos
-                start = min(start, pos)
                 end = pos + length
             if msg.get("tool_calls"):
                 nxt = full.find(eot, end) if eot else -1
