@@ -220,3 +220,18 @@ def test_preference_data_as_conversation_trains_on_chosen():
     raw = json.loads(shared("dpo_en_demo.json").read_text())[0]
     assert rep.bad_count == 0 and exs[0].kind == "conversation"
     assert exs[0].messages[-1].role == "assistant" and exs[0].messages[-1].content == raw["chosen"]["value"]
+
+
+def test_trl_style_conversational_preference_and_feedback(tmp_path):
+    p = tmp_path / "trl.jsonl"
+    rows = [
+        {"prompt": [{"role": "user", "content": "Sky colour?"}],
+         "chosen": [{"role": "assistant", "content": "Blue."}], "rejected": [{"role": "assistant", "content": "Green."}]},
+        {"prompt": [{"role": "user", "content": "Sky colour?"}],
+         "completion": [{"role": "assistant", "content": "Blue."}], "label": True},
+    ]
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (pref, fb), rep = examples(path=str(p))
+    assert rep.bad_count == 0
+    assert pref.kind == "preference" and (pref.chosen.content, pref.rejected.content) == ("Blue.", "Green.")
+    assert fb.kind == "feedback" and fb.label is True and fb.messages[-1].content == "Blue."
