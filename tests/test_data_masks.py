@@ -186,3 +186,22 @@ def test_preference_pair_masks_only_the_replies(smollm2_dir):
     assert trained_runs(tok, t.rejected_ids, t.rejected_labels) == ["No.<|eot_id|>"]
     n_prompt = t.labels.index(next(x for x in t.labels if x != IGNORE))
     assert t.input_ids[:n_prompt] == t.rejected_ids[:n_prompt]
+
+
+@pytest.mark.parametrize("name", ["chatml", "llama3", "alpaca", "plain"])
+def test_builtin_fallback_templates(smollm2_dir, name):
+    """The fallbacks for base models without a template mask exactly too."""
+    from tuneforge.runner.data.template import builtin_template
+
+    tok = family_tok(smollm2_dir, "llama3" if name == "llama3" else "smollm2")
+    template = builtin_template(name)
+    ex = conversation(True)
+    chat = ChatTokenizer(tok, template, 4096)
+    t = chat(ex)
+    assert t.input_ids == reference_ids(tok, template, ex)
+    eot = "<|eot_id|>" if name == "llama3" else "<|im_end|>"
+    assert chat.end_of_turn == eot
+    runs = trained_runs(tok, t.input_ids, t.labels)
+    assert len(runs) == 2
+    for got, (_, reply) in zip(runs, TURNS):
+        assert_exact(got, reply + eot)

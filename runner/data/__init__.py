@@ -16,10 +16,10 @@ from ..errors import DataError
 from .formats import Mapping, RowError, convert, detect_layout
 from .report import DataReport
 from .schema import Example
-from .sources import open_source
+from .sources import file_source, open_source
 from .template import ChatTokenizer, Dropped, Tokenized
 
-__all__ = ["DataReport", "Example", "Prepared", "Tokenized", "apply_policy", "load_examples", "mix", "prepare", "tokenize"]
+__all__ = ["DataReport", "Example", "Prepared", "Tokenized", "apply_policy", "load_examples", "mix", "prepare", "read_rows", "tokenize"]
 
 log = logging.getLogger("tuneforge")
 STAGE_KINDS = {"sft": {"conversation", "text"}, "pt": {"text"}, "dpo": {"preference"}, "kto": {"feedback"},
@@ -47,6 +47,11 @@ def _substitute(value: Any, placeholders: dict[str, str]) -> Any:
     if isinstance(value, dict):
         return {k: _substitute(v, placeholders) for k, v in value.items()}
     return value
+
+
+def read_rows(path: str) -> list[Any]:
+    """The raw rows of one data file or folder (any supported type), for tools that show them."""
+    return [row for _, row in file_source(path).rows()]
 
 
 def load_examples(spec, report: DataReport, source=None) -> list[Example]:
