@@ -205,3 +205,15 @@ def test_builtin_fallback_templates(smollm2_dir, name):
     assert len(runs) == 2
     for got, (_, reply) in zip(runs, TURNS):
         assert_exact(got, reply + eot)
+
+
+def test_template_that_does_not_render_prompts_as_prefixes(base_tok):
+    """A template whose generation prompt differs from its rendering of a reply (a default system
+    line only when the conversation ends in a reply) still trains just the replies."""
+    template = ("{% if messages[-1]['role'] == 'assistant' %}{{ 'SYSTEM: be kind\\n' }}{% endif %}"
+                "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
+                "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}")
+    ex = conversation(False)
+    t = ChatTokenizer(base_tok, template, 4096)(ex)
+    runs = trained_runs(base_tok, t.input_ids, t.labels)
+    assert [r.strip() for r in runs] == [a + "<|im_end|>" for _, a in TURNS]

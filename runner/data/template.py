@@ -130,8 +130,15 @@ class ChatTokenizer:
         for i, msg in enumerate(messages):
             if msg["role"] != "assistant":
                 continue
-            prompt = self.render(messages[:i], tools=tools, add_generation_prompt=True)
-            start = len(prompt) if full.startswith(prompt) and len(prompt) >= cursor else cursor
+            try:
+                prompt = self.render(messages[:i], tools=tools, add_generation_prompt=True)
+            except RowError:  # a template that refuses a conversation ending in a user turn
+                prompt = None
+            # The reply starts where the prompt (with the generation header) ends, when the template
+            # renders that prompt as a prefix of the whole; otherwise at its own text, found after
+            # the previous reply (never earlier: prompt text is not trained by accident).
+            prefix_ok = prompt is not None and full.startswith(prompt) and len(prompt) >= cursor
+            start = len(prompt) if prefix_ok else cursor
             while start < len(full) and full[start].isspace():
                 start += 1
             content = msg.get("content") or ""
@@ -141,7 +148,10 @@ class ChatTokenizer:
                 if pos is None:
                     raise RowError(TEMPLATE, f"the chat template does not reproduce assistant turn {i}'s text")
                 pos, length = pos
+                start = start if prefix_ok else pos
                 end = pos + length
+            elif not prefix_ok:
+                raise RowError(TEMPLATE, f"the chat template cannot place assistant turn {i}'s tool call")
             if msg.get("tool_calls"):
                 nxt = full.find(eot, end) if eot else -1
                 if nxt < 0 or not any(c["function"]["name"] in full[end:nxt] for c in msg["tool_calls"]):
