@@ -26,6 +26,9 @@ app = typer.Typer(
 )
 recipe_app = typer.Typer(help="Recipe tools: JSON Schema and field reference.", no_args_is_help=True)
 app.add_typer(recipe_app, name="recipe")
+from .cli_data import data_app  # noqa: E402 - light: typer only
+
+app.add_typer(data_app, name="data")
 
 _state = {"debug": False}
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import RecipeError
 
@@ -56,27 +56,80 @@ class LoraSpec(StrictModel):
 
 
 class DatasetSpec(StrictModel):
-    path: str = Field(..., description="A data file (.json, .jsonl) relative to the recipe file, or absolute.")
+    path: str | None = Field(
+        None,
+        description="A data file (.json, .jsonl, .csv, .parquet, .txt) or a folder of files of one type, relative "
+        "to the recipe file or absolute; or 'hf:owner/name' for a hub dataset (needs network).",
+    )
+    dataset: str | None = Field(
+        None, description="An entry of a LLaMA-Factory dataset_info.json registry (see 'registry'), used instead of 'path'."
+    )
+    registry: str | None = Field(
+        None, description="The dataset_info.json file (or its folder) that 'dataset' names an entry of."
+    )
     format: Literal["auto", "alpaca", "sharegpt", "openai", "text"] = Field(
-        "auto", description="Row format; 'auto' detects it from the first rows."
+        "auto", description="Row layout; 'auto' detects it from the first rows."
+    )
+    kind: Literal["auto", "conversation", "preference", "feedback", "text"] = Field(
+        "auto",
+        description="What a row teaches: a conversation, a preference pair (chosen/rejected), unpaired feedback "
+        "(a desirable/undesirable label) or plain text; 'auto' decides from the columns present.",
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Column names in the file, LLaMA-Factory style: prompt, query, response, history, messages, "
+        "system, tools, chosen, rejected, kto_tag, text. E.g. {prompt: question, response: answer}.",
+    )
+    tags: dict[str, str] = Field(
+        default_factory=dict,
+        description="Role tags for conversation lists: role_tag, content_tag, user_tag, assistant_tag, "
+        "observation_tag, function_tag, system_tag. E.g. {role_tag: role, content_tag: content}.",
     )
     placeholders: dict[str, str] = Field(
         default_factory=dict,
         description="Text substitutions applied to every string, e.g. {name: Forge} turns '{{name}}' into 'Forge'.",
     )
     max_samples: int | None = Field(None, ge=1, description="Use at most this many rows of this dataset.")
+    weight: float = Field(1.0, gt=0, description="Share of this dataset when data.mix is 'interleave'.")
+    split: str = Field("train", description="Split to read from a hub dataset.")
+    subset: str | None = Field(None, description="Subset (configuration) of a hub dataset.")
+    revision: str | None = Field(None, description="Revision of a hub dataset.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DatasetSpec":
+        if (self.path is None) == (self.dataset is None):
+            raise ValueError("give exactly one of 'path' (a file, folder or hf:name) or 'dataset' (a registry entry)")
+        return self
 
 
 class DataSpec(StrictModel):
-    train: list[DatasetSpec] = Field(..., min_length=1, description="Training datasets, concatenated in order.")
+    train: list[DatasetSpec] = Field(..., min_length=1, description="Training datasets, mixed as 'mix' says.")
     eval: list[DatasetSpec] = Field(default_factory=list, description="Separate evaluation datasets.")
     eval_split: float = Field(
         0.0, ge=0.0, lt=0.5, description="Fraction of the training rows held out for eval loss (0 = none)."
     )
+    mix: Literal["concat", "interleave"] = Field(
+        "concat", description="'concat' uses every dataset in full; 'interleave' samples them by their 'weight'."
+    )
+    shuffle: bool = Field(True, description="Shuffle the training rows (seeded by the recipe's seed).")
+    max_samples: int | None = Field(None, ge=1, description="Use at most this many training rows after mixing.")
     max_length: int = Field(1024, ge=16, le=1_000_000, description="Cut-off length in tokens per example.")
+    truncation: Literal["keep_start", "keep_end", "drop"] = Field(
+        "keep_start",
+        description="Rows longer than max_length: 'keep_start' cuts the end; 'keep_end' keeps the end of the prompt "
+        "and the whole last reply (cutting from the start); 'drop' leaves the row out. Every case is counted.",
+    )
     train_on_prompt: bool = Field(
         False, description="Also train on system/user tokens. By default only assistant replies are trained."
     )
+    last_turn_only: bool = Field(False, description="Train only on the last assistant reply of each conversation.")
+    on_bad_rows: Literal["auto", "error", "skip", "warn"] = Field(
+        "auto",
+        description="Rows that fail validation: 'error' stops; 'skip' leaves them out (listed in data_report.json); "
+        "'warn' leaves them out and prints a warning; 'auto' warns up to max_bad_fraction, errors above.",
+    )
+    max_bad_fraction: float = Field(0.05, ge=0.0, le=1.0, description="Largest share of bad rows 'auto' accepts.")
+    cache: bool = Field(True, description="Reuse tokenized data from the cache when data, tokenizer and options match.")
 
 
 class TrainSpec(StrictModel):
@@ -262,8 +315,10 @@ def _looks_like_local_model(value: str, base_dir: Path) -> bool:
 def resolve_paths(recipe: Recipe, base_dir: Path) -> Recipe:
     """Make every relative path absolute (relative to the recipe's folder) so the saved recipe replays."""
     for spec in [*recipe.data.train, *recipe.data.eval]:
-        if "://" not in spec.path and not spec.path.startswith("hf:"):
+        if spec.path and "://" not in spec.path and not spec.path.startswith("hf:"):
             spec.path = _resolve_path(spec.path, base_dir)
+        if spec.registry:
+            spec.registry = _resolve_path(spec.registry, base_dir)
     name = recipe.model.name_or_path
     if _looks_like_local_model(name, base_dir):
         recipe.model.name_or_path = _resolve_path(name, base_dir)

@@ -164,8 +164,8 @@ def test_bad_rows_are_reported_not_dropped_silently(tiny_model_dir, tmp_path, ru
     out = run_cli("train", str(path), f"data.train.0.path={data}", "data.eval_split=0")
     assert out.returncode == 2
     assert "2 of 10 rows" in out.stderr
-    assert "empty assistant reply ('output'): rows.jsonl row 8" in out.stderr
-    assert "missing field 'output': rows.jsonl row 9" in out.stderr
+    assert "empty assistant turn: rows.jsonl line 9 ('output' is empty)" in out.stderr
+    assert "missing field: rows.jsonl line 10 ('output' is missing)" in out.stderr
 
 
 def test_unknown_model_folder_is_a_clear_error(tmp_path, run_cli, tiny_model_dir):

@@ -1,50 +1,30 @@
-"""Data: read files → convert rows to `Example`s → validate → tokenize with exact masks.
+"""Data: sources → rows → `Example`s (one schema) → validation → tokens with exact masks → cache.
 
-`prepare(recipe.data, tokenizer, template)` is the one entry point the trainer uses. Bad rows are
-never dropped silently: every one lands in the `DataReport` with its file, row number and reason.
+`prepare(recipe.data, tokenizer, template, seed)` is the one entry point the trainer uses. Bad rows
+are never dropped silently: every one lands in the `DataReport` with its file, row number and
+reason, and `on_bad_rows` decides whether they stop the run.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import random
-from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
-from .formats import CONVERTERS, RowError, detect_format
+from .formats import Mapping, RowError, convert, detect_layout
+from .report import DataReport
 from .schema import Example
-from .template import ChatTokenizer, Tokenized
+from .sources import file_source, open_source
+from .template import ChatTokenizer, Dropped, Tokenized
 
-__all__ = ["DataReport", "Prepared", "load_examples", "prepare", "read_rows"]
+__all__ = ["DataReport", "Example", "Prepared", "Tokenized", "apply_policy", "load_examples", "mix", "prepare", "read_rows", "tokenize"]
 
-
-@dataclass
-class DataReport:
-    rows: int = 0
-    used: int = 0
-    truncated: int = 0
-    bad: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))  # reason -> ["file row N"]
-
-    @property
-    def bad_count(self) -> int:
-        return sum(len(v) for v in self.bad.values())
-
-    def add_bad(self, reason: str, where: str) -> None:
-        self.bad[reason].append(where)
-
-    def summary(self, first: int = 5) -> str:
-        lines = [f"{self.rows} rows read, {self.used} used, {self.bad_count} bad, {self.truncated} truncated"]
-        for reason, where in sorted(self.bad.items(), key=lambda kv: -len(kv[1])):
-            shown = ", ".join(where[:first]) + (" ..." if len(where) > first else "")
-            lines.append(f"  {len(where)} x {reason}: {shown}")
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows, "used": self.used, "truncated": self.truncated,
-                "bad": {k: {"count": len(v), "first": v[:10]} for k, v in self.bad.items()}}
+log = logging.getLogger("tuneforge")
+STAGE_KINDS = {"sft": {"conversation", "text"}, "pt": {"text"}, "dpo": {"preference"}, "kto": {"feedback"},
+               "rm": {"preference"}, "orpo": {"preference"}, "simpo": {"preference"}}
+BATCH = 256
 
 
 @dataclass
@@ -52,34 +32,9 @@ class Prepared:
     train: list[Tokenized]
     eval: list[Tokenized]
     report: DataReport
-
-
-def read_rows(path: str) -> list[Any]:
-    """Rows of a .json (a list of objects) or .jsonl file, with line/column on syntax errors."""
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"data file '{path}' does not exist", "check data.train[].path (relative paths start at the recipe's folder)")
-    text = p.read_text(encoding="utf-8")
-    if p.suffix == ".jsonl":
-        rows = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{p.name} line {n} is not valid JSON: {exc.msg} (column {exc.colno})", "fix or remove that line") from None
-        return rows
-    if p.suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{p.name} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}", "fix the file (a .json file holds one list of rows; use .jsonl for one row per line)") from None
-        if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
-            data = next(iter(data.values()))
-        if not isinstance(data, list):
-            raise DataError(f"{p.name} must hold a list of rows, not a {type(data).__name__}", "wrap the rows in [ ... ] or use .jsonl")
-        return data
-    raise DataError(f"data file '{path}' has an unsupported type '{p.suffix}'", "use .json or .jsonl")
+    kind: str = "conversation"
+    cache_hit: bool = False
+    warnings: list[str] = field(default_factory=list)
 
 
 def _substitute(value: Any, placeholders: dict[str, str]) -> Any:
@@ -94,73 +49,152 @@ def _substitute(value: Any, placeholders: dict[str, str]) -> Any:
     return value
 
 
-def load_examples(spec, report: DataReport) -> list[Example]:
-    """Read one dataset spec into Examples, recording every bad row in the report."""
-    rows = read_rows(spec.path)
-    if spec.max_samples:
-        rows = rows[: spec.max_samples]
-    name = Path(spec.path).name
-    fmt = spec.format
-    if fmt == "auto":
-        fmt = next((f for f in map(detect_format, rows[:5]) if f), None)
-        if fmt is None:
-            raise DataError(
-                f"cannot tell the format of {name}: its rows have keys {sorted(rows[0])[:8] if rows and isinstance(rows[0], dict) else '?'}",
-                "set format: alpaca | sharegpt | openai | text in the dataset entry",
-            )
-    convert = CONVERTERS[fmt]
+def read_rows(path: str) -> list[Any]:
+    """The raw rows of one data file or folder (any supported type), for tools that show them."""
+    return [row for _, row in file_source(path).rows()]
+
+
+def load_examples(spec, report: DataReport, source=None) -> list[Example]:
+    """Read one dataset entry into Examples, recording every bad row in the report."""
+    src = source or open_source(spec)
+    rows = []
+    for where, row in src.rows():
+        if spec.max_samples and len(rows) >= spec.max_samples:
+            break
+        rows.append((where, row))
+    layout = src.layout
+    if layout == "auto":
+        layout = next((f for f in (detect_layout(r, src.columns) for _, r in rows[:20]) if f), None)
+        if layout is None:
+            keys = next((sorted(r)[:8] for _, r in rows if isinstance(r, dict)), "?")
+            raise DataError(f"cannot tell the format of {src.label}: its rows have keys {keys}",
+                            "set format: alpaca | sharegpt | openai | text (and columns: if the names differ)")
+    mapping = Mapping(layout, src.kind, src.columns, src.tags)
     out = []
-    for n, row in enumerate(rows):
+    report.sources[src.label] = len(rows)
+    for where, row in rows:
         report.rows += 1
-        where = f"{name} row {n}"
-        if not isinstance(row, dict):
-            report.add_bad(f"row is a {type(row).__name__}, not an object", where)
-            continue
+        loc = f"{src.label} {where}"
         try:
-            ex = convert(_substitute(row, spec.placeholders) if spec.placeholders else row)
+            ex = convert(_substitute(row, spec.placeholders) if spec.placeholders else row, mapping)
         except RowError as exc:
-            report.add_bad(str(exc), where)
+            report.add_bad(exc.reason, loc, exc.detail)
             continue
-        ex.source = where
+        ex.source = loc
         out.append(ex)
     return out
 
 
-def _tokenize_all(examples: list[Example], chat: ChatTokenizer, report: DataReport) -> list[Tokenized]:
+def mix(parts: list[list[Example]], weights: list[float], how: str, seed: int) -> list[Example]:
+    """'concat': all rows in order. 'interleave': rows drawn by weight until the first dataset
+    runs out, so the mixture has the shares asked for (seeded, reproducible)."""
+    if how == "concat" or len(parts) == 1:
+        return [ex for p in parts for ex in p]
+    rng = random.Random(seed)
+    total_w = sum(weights)
+    probs = [w / total_w for w in weights]
+    n = min(len(p) / pr for p, pr in zip(parts, probs) if pr > 0)
+    takes = [min(len(p), int(round(n * pr))) for p, pr in zip(parts, probs)]
+    pools = []
+    for p, k in zip(parts, takes):
+        idx = list(range(len(p)))
+        rng.shuffle(idx)
+        pools.append([p[i] for i in sorted(idx[:k])])
+    order = [i for i, k in enumerate(takes) for _ in range(k)]
+    rng.shuffle(order)
+    iters = [iter(p) for p in pools]
+    return [next(iters[i]) for i in order]
+
+
+def tokenize(examples: list[Example], chat: ChatTokenizer, report: DataReport) -> list[Tokenized]:
+    """Examples → Tokenized in batches; failures go to the report (bad, or dropped as too long)."""
     out = []
-    for ex in examples:
-        try:
-            t = chat(ex)
-        except RowError as exc:
-            report.add_bad(str(exc), ex.source)
-            continue
-        report.truncated += t.truncated
-        out.append(t)
+    for b in range(0, len(examples), BATCH):
+        batch = examples[b:b + BATCH]
+        for ex, res in zip(batch, chat.encode_many(batch)):
+            if isinstance(res, Dropped):
+                report.add_dropped(ex.source)
+            elif isinstance(res, RowError):
+                report.add_bad(res.reason, ex.source, res.detail)
+            else:
+                if res.truncated:
+                    report.add_truncated(ex.source)
+                out.append(res)
     return out
 
 
-def prepare(data_spec, tokenizer, template: str, seed: int) -> Prepared:
-    """Turn the recipe's data section into tokenized train/eval examples plus a report."""
+def _check_kinds(examples: list[Example], stage: str | None) -> str:
+    kinds = sorted({ex.kind for ex in examples})
+    allowed = set(kinds) if stage is None else STAGE_KINDS.get(stage, {"conversation", "text"})
+    wrong = [k for k in kinds if k not in allowed]
+    if wrong:
+        raise DataError(f"stage '{stage}' trains on {' or '.join(sorted(allowed))} rows, but the data holds {', '.join(wrong)} rows",
+                        "use data made for this stage, or set kind: in the dataset entry (e.g. kind: conversation)")
+    return "conversation" if "conversation" in kinds else (kinds[0] if kinds else "conversation")
+
+
+def apply_policy(report: DataReport, data_spec) -> list[str]:
+    """Stop or warn on bad rows as `on_bad_rows` says; returns the warnings given."""
+    if not report.bad_count:
+        return []
+    frac = report.bad_count / max(report.rows, 1)
+    policy = data_spec.on_bad_rows
+    if policy == "error" or (policy == "auto" and frac > data_spec.max_bad_fraction):
+        limit = "on_bad_rows: error" if policy == "error" else f"more than max_bad_fraction {data_spec.max_bad_fraction:.0%}"
+        raise DataError(f"{report.bad_count} of {report.rows} rows ({frac:.1%}) are bad ({limit}):\n{report.summary()}",
+                        "fix the rows listed above, or set data.on_bad_rows: skip to leave them out")
+    if policy in {"warn", "auto"}:
+        msg = f"{report.bad_count} bad row(s) left out:\n{report.summary()}"
+        log.warning(msg)
+        return [msg]
+    return []
+
+
+def prepare(data_spec, tokenizer, template: str, seed: int, stage: str | None = "sft") -> Prepared:
+    """Turn the recipe's data section into tokenized train/eval rows plus a report (cached).
+
+    `stage` says which row kinds are allowed (None: any, for inspection tools)."""
+    from . import cache
+
+    train_src = [open_source(s) for s in data_spec.train]
+    eval_src = [open_source(s) for s in data_spec.eval]
+    key = None
+    if data_spec.cache:
+        key = cache.cache_key({
+            "train": [src.fingerprint for src in train_src], "eval": [src.fingerprint for src in eval_src],
+            "spec": data_spec.model_dump(mode="json", exclude={"cache"}), "seed": seed, "stage": stage,
+            "tokenizer": cache.tokenizer_fingerprint(tokenizer), "template": template,
+        })
+        hit = cache.load(key)
+        if hit is not None:
+            hit.warnings = apply_policy(hit.report, data_spec)
+            return hit
+
     report = DataReport()
-    chat = ChatTokenizer(tokenizer, template, data_spec.max_length, data_spec.train_on_prompt)
-    train_ex = [ex for spec in data_spec.train for ex in load_examples(spec, report)]
-    eval_ex = [ex for spec in data_spec.eval for ex in load_examples(spec, report)]
-    train = _tokenize_all(train_ex, chat, report)
-    evals = _tokenize_all(eval_ex, chat, report)
-    if data_spec.eval_split and not evals:
-        order = list(range(len(train)))
-        random.Random(seed).shuffle(order)
-        n_eval = max(1, round(len(train) * data_spec.eval_split))
-        held = set(order[:n_eval])
-        evals = [t for i, t in enumerate(train) if i in held]
-        train = [t for i, t in enumerate(train) if i not in held]
+    parts = [load_examples(spec, report, src) for spec, src in zip(data_spec.train, train_src)]
+    train_ex = mix(parts, [s.weight for s in data_spec.train], data_spec.mix, seed)
+    if data_spec.shuffle:
+        random.Random(seed).shuffle(train_ex)
+    if data_spec.max_samples:
+        train_ex = train_ex[: data_spec.max_samples]
+    eval_ex = [ex for spec, src in zip(data_spec.eval, eval_src) for ex in load_examples(spec, report, src)]
+    kind = _check_kinds(train_ex + eval_ex, stage)
+    if data_spec.eval_split and not eval_ex and train_ex:
+        order = list(range(len(train_ex)))
+        random.Random(seed + 1).shuffle(order)
+        held = set(order[: max(1, round(len(train_ex) * data_spec.eval_split))])
+        eval_ex = [ex for i, ex in enumerate(train_ex) if i in held]
+        train_ex = [ex for i, ex in enumerate(train_ex) if i not in held]
+
+    chat = ChatTokenizer(tokenizer, template, data_spec.max_length, data_spec.train_on_prompt,
+                         data_spec.last_turn_only, data_spec.truncation)
+    train = tokenize(train_ex, chat, report)
+    evals = tokenize(eval_ex, chat, report)
     report.used = len(train) + len(evals)
-    bad_fraction = report.bad_count / max(report.rows, 1)
     if not train:
         raise DataError(f"no usable training rows:\n{report.summary()}", "fix the rows listed above")
-    if bad_fraction > 0.05:
-        raise DataError(
-            f"{report.bad_count} of {report.rows} rows ({bad_fraction:.0%}) are bad:\n{report.summary()}",
-            "fix the rows listed above (up to 5% bad rows are skipped with a warning)",
-        )
-    return Prepared(train, evals, report)
+    prepared = Prepared(train, evals, report, kind=kind)
+    prepared.warnings = apply_policy(report, data_spec)
+    if key is not None:
+        cache.save(key, prepared)
+    return prepared

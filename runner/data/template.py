@@ -1,9 +1,12 @@
 """Where data becomes token ids: chat template rendering and exact loss masks.
 
 The text is rendered once with the tokenizer's own chat template (the one saved with the run and
-used again by chat and export), tokenized once, and the trained tokens are found by character
-spans: each assistant reply's content plus the template's end-of-turn marker. This needs no
-`{% generation %}` tags, so it works for any template whose rendering keeps the reply's text.
+used again by chat and export) and tokenized once, in batches. Trained tokens are found by
+character spans: for each assistant turn, from the end of the prompt the template renders before
+it (with the generation prompt) to the end of its visible content plus the end-of-turn marker.
+This needs no `{% generation %}` tags, and it survives templates that rewrite earlier turns
+(Qwen3 strips `<think>` from replies before the last user turn: the span then covers what the
+template kept).
 """
 
 from __future__ import annotations
@@ -11,11 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
-from .formats import RowError
-from .schema import Example
+from .formats import TEMPLATE, TOO_LONG, RowError
+from .schema import Example, Message
 
 BUILTIN_TEMPLATES = ("chatml", "llama3", "alpaca", "plain")
+TRUNCATION = ("keep_start", "keep_end", "drop")
 IGNORE = -100
 _SENTINEL = "\u2063TUNEFORGE_REPLY\u2063"
 
@@ -46,97 +51,254 @@ def resolve_chat_template(tokenizer, choice: str = "auto") -> tuple[str, str]:
 
 @dataclass
 class Tokenized:
+    """One tokenized row. For preference rows input_ids/labels hold prompt+chosen and
+    rejected_ids/rejected_labels prompt+rejected; feedback rows carry their label."""
+
     input_ids: list[int]
     labels: list[int]
-    truncated: bool
+    truncated: bool = False
+    rejected_ids: list[int] | None = None
+    rejected_labels: list[int] | None = None
+    label: bool | None = None
+    source: str = ""
+
+    @property
+    def n_trained(self) -> int:
+        return sum(1 for x in self.labels if x != IGNORE)
+
+
+def _jinja_renderer(tokenizer):
+    """The renderer apply_chat_template uses, without its per-call overhead (falls back to it)."""
+    try:
+        from transformers.utils.chat_template_utils import _normalize_chat_messages, render_jinja_template
+    except ImportError:  # pragma: no cover - older/newer transformers
+        return None
+    specials = dict(tokenizer.special_tokens_map)
+
+    def render(messages, template, tools=None, add_generation_prompt=False) -> str:
+        out, _ = render_jinja_template(
+            conversations=[_normalize_chat_messages(messages)], tools=tools, chat_template=template,
+            add_generation_prompt=add_generation_prompt, **specials,
+        )
+        return out[0]
+
+    return render
 
 
 class ChatTokenizer:
-    """Renders conversations with one template and builds exact assistant-only labels."""
+    """Renders rows with one template and builds exact assistant-only labels, in batches."""
 
     def __init__(self, tokenizer, template: str, max_length: int, train_on_prompt: bool = False,
-                 last_turn_only: bool = False):
+                 last_turn_only: bool = False, truncation: str = "keep_start"):
+        if truncation not in TRUNCATION:
+            raise ValueError(f"truncation must be one of {TRUNCATION}")
         self.tok = tokenizer
         self.template = template
         self.max_length = max_length
         self.train_on_prompt = train_on_prompt
         self.last_turn_only = last_turn_only
+        self.truncation = truncation
+        self._fast = _jinja_renderer(tokenizer)
         self.end_of_turn = self._detect_end_of_turn()
 
+    # -- rendering ---------------------------------------------------------------------------
+
     def render(self, messages: list[dict], tools=None, add_generation_prompt: bool = False) -> str:
-        return self.tok.apply_chat_template(
-            messages, tools=tools, tokenize=False, add_generation_prompt=add_generation_prompt,
-            chat_template=self.template,
-        )
+        try:
+            if self._fast is not None:
+                return self._fast(messages, self.template, tools, add_generation_prompt)
+            return self.tok.apply_chat_template(messages, tools=tools, tokenize=False,
+                                                add_generation_prompt=add_generation_prompt, chat_template=self.template)
+        except Exception as exc:  # noqa: BLE001 - templates raise_exception() on rows they refuse
+            raise RowError(TEMPLATE, f"the chat template refused the row: {exc}") from None
 
     def _detect_end_of_turn(self) -> str:
-        """The text a template puts after a reply (e.g. '<|im_end|>', '<|eot_id|>', '</s>')."""
-        text = self.render([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": _SENTINEL}])
+        """The text a template puts right after a reply (e.g. '<|im_end|>', '<|eot_id|>', '</s>')."""
+        try:
+            text = self.render([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": _SENTINEL}])
+        except RowError:
+            return ""
         after = text.split(_SENTINEL, 1)[1] if _SENTINEL in text else ""
         parts = after.split()
         return parts[0] if parts else ""
 
-    def __call__(self, example: Example) -> Tokenized:
-        if example.kind == "text":
-            return self._text(example.text or "")
-        messages = [m.to_openai() for m in example.messages]
-        full = self.render(messages, tools=example.tools)
-        spans = self._assistant_spans(messages, full, example.tools)
-        if self.train_on_prompt:
-            spans = [(0, spans[-1][1])]
-        elif self.last_turn_only:
-            spans = spans[-1:]
-        enc = self.tok(full, add_special_tokens=False, return_offsets_mapping=True)
-        ids, offsets = enc["input_ids"], enc["offset_mapping"]
-        labels = [IGNORE] * len(ids)
-        j = 0
-        for i, (a, b) in enumerate(offsets):
-            while j < len(spans) and spans[j][1] <= a:
-                j += 1
-            if j < len(spans) and a < spans[j][1] and b > spans[j][0] and b > a:
-                labels[i] = ids[i]
-        truncated = len(ids) > self.max_length
-        if truncated:
-            ids, labels = ids[: self.max_length], labels[: self.max_length]
-            if all(x == IGNORE for x in labels):
-                raise RowError(f"too long: no assistant tokens left after cutting to max_length {self.max_length}")
-        return Tokenized(ids, labels, truncated)
-
-    def _text(self, text: str) -> Tokenized:
-        ids = self.tok(text, add_special_tokens=False)["input_ids"]
-        if self.tok.eos_token_id is not None:
-            ids = ids + [self.tok.eos_token_id]
-        truncated = len(ids) > self.max_length
-        ids = ids[: self.max_length]
-        return Tokenized(ids, list(ids), truncated)
-
-    def _assistant_spans(self, messages: list[dict], full: str, tools) -> list[tuple[int, int]]:
-        """Character spans of each assistant reply + end-of-turn marker in the rendered text."""
+    def assistant_spans(self, messages: list[dict], full: str, tools=None) -> list[tuple[int, int]]:
+        """Character spans of each assistant turn (content + end-of-turn marker) in `full`."""
         spans: list[tuple[int, int]] = []
         cursor = 0
+        eot = self.end_of_turn
         for i, msg in enumerate(messages):
             if msg["role"] != "assistant":
                 continue
-            prompt = self.render(messages[:i], tools=tools, add_generation_prompt=True)
-            start = len(prompt) if full.startswith(prompt) else cursor
-            content = msg["content"]
+            try:
+                prompt = self.render(messages[:i], tools=tools, add_generation_prompt=True)
+            except RowError:  # a template that refuses a conversation ending in a user turn
+                prompt = None
+            # The reply starts where the prompt (with the generation header) ends, when the template
+            # renders that prompt as a prefix of the whole; otherwise at its own text, found after
+            # the previous reply (never earlier: prompt text is not trained by accident).
+            prefix_ok = prompt is not None and full.startswith(prompt) and len(prompt) >= cursor
+            start = len(prompt) if prefix_ok else cursor
+            while start < len(full) and full[start].isspace():
+                start += 1
+            content = msg.get("content") or ""
+            end = start
             if content.strip():
-                pos = full.find(content, start)
-                if pos < 0:
-                    content = content.strip()
-                    pos = full.find(content, start)
-                if pos < 0:
-                    raise RowError(f"the chat template does not reproduce assistant turn {i}'s text")
-                end = pos + len(content)
-                if self.end_of_turn and full.startswith(self.end_of_turn, end):
-                    end += len(self.end_of_turn)
-                spans.append((pos, end))
-            else:  # a tool-call-only turn: everything the template renders for it
-                upto = self.render(messages[: i + 1], tools=tools)
-                if not full.startswith(prompt) or not full.startswith(upto):
-                    raise RowError(f"the chat template cannot place assistant turn {i}'s tool call")
-                spans.append((start, len(upto.rstrip())))
-            cursor = spans[-1][1]
+                pos = _find_content(full, content, start)
+                if pos is None:
+                    raise RowError(TEMPLATE, f"the chat template does not reproduce assistant turn {i}'s text")
+                pos, length = pos
+                start = start if prefix_ok else pos
+                end = pos + length
+            elif not prefix_ok:
+                raise RowError(TEMPLATE, f"the chat template cannot place assistant turn {i}'s tool call")
+            if msg.get("tool_calls"):
+                nxt = full.find(eot, end) if eot else -1
+                if nxt < 0 or not any(c["function"]["name"] in full[end:nxt] for c in msg["tool_calls"]):
+                    raise RowError(TEMPLATE, f"the chat template does not render assistant turn {i}'s tool call")
+                end = nxt
+            if eot and full.startswith(eot, end):
+                end += len(eot)
+            spans.append((start, end))
+            cursor = end
         if not spans:
-            raise RowError("conversation has no assistant turn to learn from")
+            raise RowError("empty assistant turn", "the conversation has no assistant turn to learn from")
         return spans
+
+    # -- tokenizing --------------------------------------------------------------------------
+
+    def _plan(self, ex: Example, reply: Message | None = None, only_last: bool = False) -> tuple[str, list[tuple[int, int]]]:
+        """(rendered text, trained character spans) of one conversation."""
+        messages = ex.openai_messages(reply)
+        full = self.render(messages, tools=ex.tools)
+        spans = self.assistant_spans(messages, full, ex.tools)
+        if self.train_on_prompt and not only_last:
+            spans = [(0, spans[-1][1])]
+        elif self.last_turn_only or only_last:
+            spans = spans[-1:]
+        return full, spans
+
+    def encode_many(self, examples: list[Example]) -> list[Tokenized | RowError]:
+        """Tokenize a batch: one rendering per row, one batched tokenizer call for all of them."""
+        plans: list[Any] = []  # per example: RowError | list of (text, spans) (1 item, or 2 for a pair)
+        for ex in examples:
+            try:
+                if ex.kind == "text":
+                    plans.append([(ex.text or "", None)])
+                elif ex.kind == "preference":
+                    plans.append([self._plan(ex, ex.chosen, True), self._plan(ex, ex.rejected, True)])
+                elif ex.kind == "feedback":
+                    plans.append([self._plan(ex, None, True)])
+                else:
+                    plans.append([self._plan(ex)])
+            except RowError as exc:
+                plans.append(exc)
+        texts = [text for p in plans if not isinstance(p, RowError) for text, _ in p]
+        it = iter(self._encode(texts))
+        out: list[Tokenized | RowError] = []
+        for ex, plan in zip(examples, plans):
+            if isinstance(plan, RowError):
+                out.append(plan)
+                continue
+            parts = [(*next(it), spans) for _, spans in plan]
+            try:
+                out.append(self._finish(ex, parts))
+            except RowError as exc:
+                out.append(exc)
+        return out
+
+    def _encode(self, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        """(ids, character offsets) per text: the Rust tokenizer directly when there is one
+        (same ids as tokenizer(text, add_special_tokens=False), without per-row Python conversion)."""
+        if not texts:
+            return []
+        backend = getattr(self.tok, "_tokenizer", None) if getattr(self.tok, "is_fast", False) else None
+        if backend is not None:
+            return [(e.ids, e.offsets) for e in backend.encode_batch(texts, add_special_tokens=False)]
+        enc = self.tok(texts, add_special_tokens=False, return_offsets_mapping=True)
+        return list(zip(enc["input_ids"], enc["offset_mapping"]))
+
+    def __call__(self, example: Example) -> Tokenized:
+        res = self.encode_many([example])[0]
+        if isinstance(res, RowError):
+            raise res
+        return res
+
+    def _finish(self, ex: Example, parts) -> Tokenized:
+        results = []
+        for ids, offs, spans in parts:
+            if spans is None:  # plain text: every token trained, EOS appended so documents end
+                ids = list(ids) + ([self.tok.eos_token_id] if self.tok.eos_token_id is not None else [])
+                labels = list(ids)
+            else:
+                labels = _labels(ids, offs, spans)
+            results.append(self._truncate(list(ids), labels))
+        (ids, labels, cut), *rest = results
+        t = Tokenized(ids, labels, cut, source=ex.source, label=ex.label)
+        if rest:
+            t.rejected_ids, t.rejected_labels, cut2 = rest[0]
+            t.truncated = cut or cut2
+        return t
+
+    def _truncate(self, ids: list[int], labels: list[int]) -> tuple[list[int], list[int], bool]:
+        n, m = len(ids), self.max_length
+        if n <= m:
+            return ids, labels, False
+        if self.truncation == "drop":
+            raise Dropped()
+        if self.truncation == "keep_end":
+            trained = [i for i, x in enumerate(labels) if x != IGNORE]
+            last_start = _last_run_start(labels)
+            if trained and n - last_start > m:
+                raise RowError(TOO_LONG, f"the last reply alone ({n - last_start} tokens) is longer than max_length {m}")
+            return ids[n - m:], labels[n - m:], True
+        ids, labels = ids[:m], labels[:m]
+        if all(x == IGNORE for x in labels):
+            raise RowError(TOO_LONG, f"no assistant tokens left after cutting {n} tokens to max_length {m}")
+        return ids, labels, True
+
+
+class Dropped(RowError):
+    """A row left out by `truncation: drop` (counted apart from bad rows)."""
+
+    def __init__(self):
+        super().__init__("longer than max_length (truncation: drop)")
+
+
+def _find_content(full: str, content: str, start: int) -> tuple[int, int] | None:
+    """Where the template put a reply's visible text: as is, stripped, or after a `</think>` block."""
+    candidates = [content, content.strip()]
+    if "</think>" in content:
+        candidates.append(content.split("</think>")[-1].strip())
+    for c in candidates:
+        if c:
+            pos = full.find(c, start)
+            if pos >= 0:
+                return pos, len(c)
+    return None
+
+
+def _labels(ids, offsets, spans) -> list[int]:
+    """Token ids inside the spans (a token counts when it overlaps one), IGNORE elsewhere."""
+    labels = [IGNORE] * len(ids)
+    j = 0
+    for i, (a, b) in enumerate(offsets):
+        if b <= a:
+            continue
+        while j < len(spans) and spans[j][1] <= a:
+            j += 1
+        if j == len(spans):
+            break
+        if b > spans[j][0]:
+            labels[i] = ids[i]
+    return labels
+
+
+def _last_run_start(labels: list[int]) -> int:
+    """Index where the last run of trained tokens starts (the last reply)."""
+    i = len(labels) - 1
+    while i >= 0 and labels[i] == IGNORE:
+        i -= 1
+    while i > 0 and labels[i - 1] != IGNORE:
+        i -= 1
+    return max(i, 0)

@@ -1,0 +1,288 @@
+"""`tuneforge data preview | stats | check`: see what the model will be trained on before training.
+
+DATASET is a recipe (.yaml: its data section, model, template and batch size are used), a data
+file or folder, 'hf:owner/name', or a registry entry name with --registry. Heavy imports stay
+inside the commands so `tuneforge --help` stays instant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+data_app = typer.Typer(help="Look at training data: preview masks, length stats, validation report.",
+                       no_args_is_help=True)
+
+DatasetArg = Annotated[str, typer.Argument(help="A recipe (.yaml), a data file or folder, hf:owner/name, or a registry entry (with --registry).", show_default=False)]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Model whose tokenizer and chat template to use (default: the recipe's, else smollm2-135m).")]
+TemplateOpt = Annotated[Optional[str], typer.Option("--template", help="Chat template: auto, chatml, llama3, alpaca, plain or a .jinja file.")]
+MaxLenOpt = Annotated[Optional[int], typer.Option("--max-length", help="Cut-off length in tokens (default: the recipe's, else 1024).")]
+RegistryOpt = Annotated[Optional[str], typer.Option("--registry", help="A LLaMA-Factory dataset_info.json (or its folder): DATASET is then an entry name.")]
+FormatOpt = Annotated[str, typer.Option("--format", help="Row layout for a data file: auto, alpaca, sharegpt, openai, text.")]
+
+
+@dataclass
+class Target:
+    data: Any  # DataSpec
+    model: str
+    template: str
+    seed: int
+    stage: str | None
+    batch_size: int
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+
+def _target(dataset: str, model: str | None, template: str | None, max_length: int | None,
+            registry: str | None = None, fmt: str = "auto") -> Target:
+    from .errors import DataError
+    from .recipe import DataSpec, DatasetSpec, load_recipe
+
+    p = Path(dataset)
+    if p.suffix in {".yaml", ".yml"} and not registry:
+        rec = load_recipe(p, [f"data.max_length={max_length}"] if max_length else [])
+        return Target(rec.data, model or rec.model.name_or_path, template or rec.model.chat_template, rec.seed,
+                      rec.stage, rec.train.batch_size, rec.model.revision, rec.model.trust_remote_code)
+    if registry:
+        spec = DatasetSpec(dataset=dataset, registry=str(Path(registry).resolve()), format=fmt)
+    elif dataset.startswith("hf:"):
+        spec = DatasetSpec(path=dataset, format=fmt)
+    else:
+        if not p.exists():
+            raise DataError(f"'{dataset}' is not a recipe, data file or folder",
+                            "pass a .yaml recipe, a data file (.json, .jsonl, .csv, .parquet, .txt) or use --registry")
+        spec = DatasetSpec(path=str(p.resolve()), format=fmt)
+    data = DataSpec(train=[spec], max_length=max_length or 1024, shuffle=False)
+    return Target(data, model or "smollm2-135m", template or "auto", 42, None, 8)
+
+
+def _tokenizer(t: Target):
+    from . import model as model_mod
+    from .data.template import resolve_chat_template
+
+    model_mod.quiet_hf()
+    resolved = model_mod.resolve(t.model)
+    tok = model_mod.load_tokenizer(resolved, t.revision, t.trust_remote_code)
+    template, name = resolve_chat_template(tok, t.template)
+    return tok, template, name
+
+
+def _run(fn) -> None:
+    from .cli import _fail
+
+    try:
+        fn()
+    except typer.Exit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - mapped to exit codes in one place
+        _fail(exc)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=False)
+
+
+# ------------------------------------------------------------------------------------------
+# preview
+
+
+def _segments(tok, ids: list[int], labels: list[int]) -> list[tuple[str, bool]]:
+    """(text, trained) runs; prefix decoding keeps multi-byte characters whole at run borders."""
+    runs, start = [], 0
+    for i in range(1, len(ids) + 1):
+        if i == len(ids) or (labels[i] != -100) != (labels[start] != -100):
+            runs.append((start, i, labels[start] != -100))
+            start = i
+    out, done = [], ""
+    for a, b, trained in runs:
+        upto = tok.decode(ids[:b])
+        out.append((upto[len(done):], trained))
+        done = upto
+    return out
+
+
+def _show(console, tok, ids, labels, markers: bool) -> None:
+    from rich.text import Text
+
+    text = Text()
+    for piece, trained in _segments(tok, ids, labels):
+        if markers:
+            text.append(f"[[{piece}]]" if trained else piece)
+        else:
+            text.append(piece, style="bold green" if trained else "dim")
+    console.print(text, soft_wrap=markers)
+
+
+@data_app.command()
+def preview(
+    dataset: DatasetArg,
+    model: ModelOpt = None,
+    n: Annotated[int, typer.Option("-n", help="How many rows to show.")] = 3,
+    template: TemplateOpt = None,
+    max_length: MaxLenOpt = None,
+    registry: RegistryOpt = None,
+    fmt: FormatOpt = "auto",
+    plain: Annotated[bool, typer.Option("--plain", help="Mark trained text with [[...]] instead of colour (automatic when not a terminal).")] = False,
+) -> None:
+    """Show rows as the model sees them, trained tokens highlighted ([[...]] when not a terminal)."""
+
+    def go() -> None:
+        from .data import DataReport, load_examples
+        from .data.template import ChatTokenizer, Dropped
+
+        t = _target(dataset, model, template, max_length, registry, fmt)
+        tok, tpl, tpl_name = _tokenizer(t)
+        console = _console()
+        markers = plain or not console.is_terminal
+        report = DataReport()
+        examples = []
+        for spec in t.data.train:
+            spec = spec.model_copy(update={"max_samples": min(spec.max_samples or n, n)})
+            examples += load_examples(spec, report)
+            if report.rows >= n:
+                break
+        chat = ChatTokenizer(tok, tpl, t.data.max_length, t.data.train_on_prompt, t.data.last_turn_only, t.data.truncation)
+        legend = "[[...]] = trained" if markers else "[bold green]green[/] = trained, [dim]dim[/] = not trained"
+        console.print(f"template: {tpl_name} · model: {t.model} · {legend}", markup=not markers, soft_wrap=True)
+        for ex, res in zip(examples, chat.encode_many(examples)):
+            if isinstance(res, Dropped):
+                console.rule(f"{ex.source}: dropped (longer than max_length {t.data.max_length})")
+                continue
+            if isinstance(res, Exception):
+                console.rule(f"{ex.source}: bad row — {res}")
+                continue
+            extra = " · truncated" if res.truncated else ""
+            console.rule(f"{ex.source} · {len(res.input_ids)} tokens, {res.n_trained} trained{extra}")
+            if res.rejected_ids is not None:
+                console.print("chosen:", style="bold")
+            _show(console, tok, res.input_ids, res.labels, markers)
+            if res.rejected_ids is not None:
+                console.print("rejected:", style="bold")
+                _show(console, tok, res.rejected_ids, res.rejected_labels, markers)
+        for reason, total in report.bad_totals.items():
+            for where, detail in report.bad[reason]:
+                console.rule(f"{where}: bad row — {reason}" + (f" ({detail})" if detail else ""))
+
+    _run(go)
+
+
+# ------------------------------------------------------------------------------------------
+# stats and check
+
+
+def _prepare(t: Target):
+    from .data import prepare
+
+    tok, tpl, tpl_name = _tokenizer(t)
+    data = t.data.model_copy(update={"on_bad_rows": "skip"})
+    return tok, tpl_name, prepare(data, tok, tpl, t.seed, stage=t.stage)
+
+
+@data_app.command()
+def stats(
+    dataset: DatasetArg,
+    model: ModelOpt = None,
+    template: TemplateOpt = None,
+    max_length: MaxLenOpt = None,
+    registry: RegistryOpt = None,
+    fmt: FormatOpt = "auto",
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Batch size for the padding figure (default: the recipe's, else 8).")] = None,
+) -> None:
+    """Rows, token-length percentiles and histogram, bad rows, padding waste at the batch size."""
+
+    def go() -> None:
+        from rich.table import Table
+
+        from .data.stats import histogram, length_stats, padding_waste
+
+        t = _target(dataset, model, template, max_length, registry, fmt)
+        tok, tpl_name, prep = _prepare(t)
+        rows = prep.train + prep.eval
+        lengths = [len(r.input_ids) for r in rows]
+        trained = [r.n_trained for r in rows]
+        s = length_stats(lengths, trained)
+        bs = batch_size or t.batch_size
+        console = _console()
+        r = prep.report
+        summary = Table(title=f"{dataset} · template: {tpl_name}", show_header=False)
+        summary.add_column(justify="left")
+        summary.add_column(justify="right")
+        for k, v in [("rows read", r.rows), ("rows used", f"{r.used} ({len(prep.train)} train, {len(prep.eval)} eval)"),
+                     ("bad rows", r.bad_count), ("truncated", r.truncated), ("dropped (too long)", r.dropped_long),
+                     ("tokens", f"{s.tokens:,}"), ("trained tokens", f"{s.trained:,} ({s.trained / max(s.tokens, 1):.0%})"),
+                     ("length p50 / p90 / p95 / p99 / max", f"{s.p50} / {s.p90} / {s.p95} / {s.p99} / {s.max}"),
+                     (f"padding waste at batch size {bs}", f"{padding_waste([len(x.input_ids) for x in prep.train], bs):.1%}"),
+                     ("max_length", t.data.max_length)]:
+            summary.add_row(k, str(v))
+        console.print(summary)
+
+        hist = Table(title="token lengths", show_header=True)
+        hist.add_column("tokens", justify="right")
+        hist.add_column("rows", justify="right")
+        hist.add_column("", justify="left")
+        buckets = histogram(lengths)
+        top = max((c for _, _, c in buckets), default=1) or 1
+        for lo, hi, c in buckets:
+            hist.add_row(f"{lo}–{hi}", str(c), "█" * max(0 if c == 0 else 1, round(30 * c / top)))
+        console.print(hist)
+
+        longest = Table(title="longest rows", show_header=True)
+        longest.add_column("row", no_wrap=True, max_width=36, overflow="ellipsis")
+        longest.add_column("tokens", justify="right", min_width=6)
+        longest.add_column("reply starts", no_wrap=True, max_width=40, overflow="ellipsis")
+        for x in sorted(rows, key=lambda x: -len(x.input_ids))[:5]:
+            reply = tok.decode([i for i in x.labels if i != -100][:48]).replace("\n", " ")
+            longest.add_row(x.source, str(len(x.input_ids)), reply)
+        console.print(longest)
+        if r.bad_count:
+            console.print(f"{r.bad_count} bad row(s); see: tuneforge data check {dataset}", style="yellow")
+
+    _run(go)
+
+
+@data_app.command()
+def check(
+    dataset: DatasetArg,
+    model: ModelOpt = None,
+    template: TemplateOpt = None,
+    max_length: MaxLenOpt = None,
+    registry: RegistryOpt = None,
+    fmt: FormatOpt = "auto",
+) -> None:
+    """Validate every row; print the report (reasons, counts, first rows). Exit 2 when any row is bad."""
+
+    def go() -> None:
+        from rich.table import Table
+
+        from .data import apply_policy
+        from .errors import TuneforgeError
+
+        t = _target(dataset, model, template, max_length, registry, fmt)
+        _, tpl_name, prep = _prepare(t)
+        r = prep.report
+        console = _console()
+        console.print(f"{r.rows} rows read, {r.used} usable, {r.bad_count} bad, {r.truncated} truncated, "
+                      f"{r.dropped_long} dropped as too long (template: {tpl_name})", soft_wrap=True)
+        if r.bad_count:
+            table = Table(show_header=True)
+            table.add_column("reason")
+            table.add_column("rows", justify="right")
+            table.add_column("first rows")
+            for reason, total in sorted(r.bad_totals.items(), key=lambda kv: -kv[1]):
+                table.add_row(reason, str(total), "\n".join(f"{w}: {d}" if d else w for w, d in r.bad[reason][:5]))
+            console.print(table)
+            try:
+                apply_policy(r, t.data)
+                verdict = f"training would leave them out (on_bad_rows: {t.data.on_bad_rows})"
+            except TuneforgeError:
+                verdict = f"training would stop (on_bad_rows: {t.data.on_bad_rows})"
+            console.print(f"{r.bad_count} bad row(s): {verdict}", style="bold red", soft_wrap=True)
+            raise typer.Exit(2)
+        console.print("all rows are valid", style="bold green")
+
+    _run(go)
