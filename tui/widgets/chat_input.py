@@ -30,10 +30,12 @@ class PromptInput(TextArea):
         super().__init__(soft_wrap=True, show_line_numbers=False, tab_behavior="focus", **kwargs)
 
     async def _on_key(self, event: events.Key) -> None:
-        if event.key == "enter":  # TextArea would insert a newline; Enter sends instead
+        # Handled here, in order with the keys around them (a binding would run after the next
+        # key already typed); the bindings above put them in the footer.
+        if event.key in ("enter", "ctrl+j"):
             event.stop()
             event.prevent_default()
-            self.action_submit()
+            self.action_submit() if event.key == "enter" else self.action_newline()
             return
         await super()._on_key(event)
 
@@ -41,4 +43,5 @@ class PromptInput(TextArea):
         self.post_message(self.Submitted(self, self.text))
 
     def action_newline(self) -> None:
-        self.insert("\n")
+        if not self.read_only:  # like a typed key: replaces a selection, the cursor ends after it
+            self.replace("\n", *self.selection, maintain_selection_offset=False)
