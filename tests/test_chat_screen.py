@@ -228,3 +228,55 @@ async def test_think_block_is_dimmed_and_folds(base_engine):
         assert not collapsible.collapsed
         await pilot.press("ctrl+t")
         assert collapsible.collapsed
+
+
+BOX_APP = '''
+import sys
+from pathlib import Path
+from textual.app import App
+from tuneforge.tui.widgets.chat_input import PromptInput
+
+out = Path(sys.argv[1])
+
+class Box(App):
+    def compose(self):
+        yield PromptInput()
+    def on_mount(self):
+        (out.parent / "ready").write_text("1")
+    def on_prompt_input_submitted(self, event):
+        out.write_text(event.text)
+        self.exit()
+
+Box().run()
+'''
+
+
+def test_enter_sends_and_ctrl_j_adds_a_line_in_a_real_terminal(tmp_path):
+    """The bytes a terminal really sends (inside tmux): Enter is \\r, ctrl+j is \\n."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed")
+    script, out = tmp_path / "box.py", tmp_path / "sent.txt"
+    script.write_text(BOX_APP)
+    session = f"tf-chat-keys-{os.getpid()}"
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "10",
+                    f"{sys.executable} {script} {out}"], check=True)
+
+    def wait_for(path, timeout=60.0):
+        deadline = time.monotonic() + timeout
+        while not path.exists():
+            assert time.monotonic() < deadline, f"{path.name} did not appear"
+            time.sleep(0.05)
+
+    try:
+        wait_for(tmp_path / "ready")
+        subprocess.run(["tmux", "send-keys", "-t", session, "first line", "C-j", "second line", "Enter"], check=True)
+        wait_for(out)
+        assert out.read_text() == "first line\nsecond line"
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
