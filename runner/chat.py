@@ -195,7 +195,10 @@ class ChatModel:
         self.last_stats = None
 
     def base(self) -> "ChatModel":
-        """The model before fine-tuning, talking through the same template (compare mode)."""
+        """The model before fine-tuning, talking through the same template (compare mode).
+
+        Pass the sampling to `stream` explicitly: the base keeps the Sampling it was made with.
+        """
         if self._base is not None:
             return self._base
         if self.has_adapter:

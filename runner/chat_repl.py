@@ -33,7 +33,7 @@ def run_repl(engine: ChatModel, conversation: Conversation, *, compare: bool, st
             parts: list[str] = []
             stop = threading.Event()
             try:
-                for piece in model.stream(conversation.messages(variant, upto=turn_index), stop=stop):
+                for piece in model.stream(conversation.messages(variant, upto=turn_index), engine.sampling, stop):
                     parts.append(piece)
                     stdout.write(piece)
                     stdout.flush()

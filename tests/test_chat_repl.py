@@ -92,7 +92,7 @@ def forge_run(tmp_path_factory):
 @pytest.mark.slow
 def test_piped_chat_answers_with_the_new_identity(forge_run, run_cli):
     # No --plain: stdin is a pipe, so tuneforge picks the plain REPL by itself.
-    res = run_cli("chat", str(forge_run), input="Who are you?\nWhat is your name?\n/stats\n", timeout=600)
+    res = run_cli("chat", str(forge_run), input="Who are you?\n/stats\nWhat is your name?\n", timeout=600)
     assert res.returncode == 0, res.stderr
     replies = [line for line in res.stdout.splitlines() if line.strip()]
     assert len(replies) == 2 and all("Forge" in r for r in replies), res.stdout

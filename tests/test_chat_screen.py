@@ -47,7 +47,7 @@ def _notes(screen) -> str:
 
 
 async def test_model_loads_in_a_worker_behind_a_loading_indicator(tiny_run):
-    app = ChatApp(str(tiny_run))
+    app = ChatApp(str(tiny_run), compare=True, sampling=chat.Sampling(max_new_tokens=5))
     async with app.run_test(size=SIZE) as pilot:
         screen = app.chat
         assert screen.query("LoadingIndicator")  # shown while the model loads
@@ -58,6 +58,10 @@ async def test_model_loads_in_a_worker_behind_a_loading_indicator(tiny_run):
         assert not screen.query("LoadingIndicator")
         assert f"Chatting with {tiny_run.name}" in _notes(screen)
         assert screen.engine.chat_template.startswith("{% for message in messages %}")
+        await _send(pilot, "Who are you?")
+        await poll(lambda: not screen.generating and len(screen.conversation.turns[0].replies) == 2, timeout=60)
+        # The command line's settings reach both models, the base included (made while loading).
+        assert screen.last_stats[BASE].new_tokens <= 5 and screen.last_stats[TUNED].new_tokens <= 5
 
 
 async def test_load_error_is_shown_with_its_fix(tmp_path):
@@ -157,6 +161,7 @@ async def test_compare_shows_base_and_tuned_answers_side_by_side(run_engine):
         assert views[0].region.y == views[1].region.y and views[0].region.x < views[1].region.x
         assert {v.variant: v.text for v in views} == expected
         assert screen.conversation.turns[0].replies == expected
+        assert all(screen.last_stats[v].new_tokens <= 10 for v in (BASE, TUNED))  # /set reaches both
         # The key switches compare off: the next prompt gets one answer.
         await pilot.press("f3")
         await _send(pilot, "And now?")

@@ -212,7 +212,7 @@ class ChatScreen(Screen):
                         call(view.set_status, "loading the base model …")
                     model = self.engine if variant == TUNED else self.engine.base()
                     parts: list[str] = []
-                    for piece in model.stream(self.conversation.messages(variant, upto=index), stop=stop):
+                    for piece in model.stream(self.conversation.messages(variant, upto=index), self.sampling, stop):
                         parts.append(piece)
                         call(view.append, piece)
                     call(self._reply_done, index, variant, "".join(parts), model.last_stats, stop.is_set())
