@@ -109,6 +109,24 @@ async def test_ctrl_c_stops_a_reply_too(base_engine):
         assert app.is_running  # ctrl+c stopped the reply, not the app
 
 
+async def test_quitting_mid_reply_ends_the_generation(base_engine):
+    import time
+
+    app = ChatApp("tiny", engine=base_engine)
+    base_engine.last_stats = None
+    async with app.run_test(size=SIZE) as pilot:
+        await _send(pilot, "/set max_new_tokens=1500")
+        await _send(pilot, "Go on and on")
+        await poll(lambda: app.chat.query(ReplyView) and app.chat.query_one(ReplyView).text.strip() != "", timeout=60)
+        assert base_engine.lock.locked()  # generating
+        await pilot.press("ctrl+q")
+    deadline = time.monotonic() + 30
+    while base_engine.lock.locked() or base_engine.last_stats is None:
+        assert time.monotonic() < deadline, "generation went on after the app closed"
+        time.sleep(0.02)
+    assert base_engine.last_stats.stopped and base_engine.last_stats.new_tokens < 1500
+
+
 async def test_enter_sends_and_ctrl_j_adds_a_line(base_engine):
     app = ChatApp("tiny", engine=base_engine)
     async with app.run_test(size=SIZE) as pilot:

@@ -200,7 +200,13 @@ class ChatScreen(Screen):
 
     @work(thread=True, exclusive=True, group="generate")
     def _generate(self, index: int, order: list[str], views: dict[str, ReplyView], stop: threading.Event) -> None:
-        call = self.app.call_from_thread
+        app = self.app
+
+        def call(fn, *args):
+            try:
+                app.call_from_thread(fn, *args)
+            except RuntimeError:  # the app closed mid-reply: stop generating, nobody is reading
+                stop.set()
         try:
             for variant in order:
                 view = views[variant]
@@ -241,6 +247,9 @@ class ChatScreen(Screen):
         self.generating = False
         self.refresh_bindings()
         self.query_one("#transcript").scroll_end(animate=False)
+
+    def on_unmount(self) -> None:
+        self.stop_event.set()  # quitting mid-reply ends the generation thread at the next token
 
     # --- actions ---------------------------------------------------------------------------
     def action_stop(self) -> None:
