@@ -1,7 +1,7 @@
 """The chat screen: talk to a run (or a model), stream replies, compare with the base model.
 
 The model loads in a thread worker and every reply is generated in a thread worker, so the UI
-stays responsive; pieces of text reach the screen through `call_from_thread`. The engine
+stays responsive; pieces of text reach the screen as posted messages. The engine
 (`tuneforge.runner.chat`) and the conversation (`tuneforge.runner.chat_session`) do the work;
 this module only wires keys, commands and widgets to them.
 """
@@ -14,6 +14,7 @@ from textual.actions import SkipAction
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header, LoadingIndicator, Static
 
@@ -27,6 +28,18 @@ from .widgets.chat_settings import SettingsPanel
 
 KEYS_HELP = ("keys: enter send · ctrl+j new line · esc / ctrl+c stop the reply · f2 settings · "
              "f3 compare · ctrl+t fold thinking · ctrl+q quit")
+
+
+class WorkerCall(Message):
+    """A worker thread asks the screen to run `fn(*args)` on the UI thread.
+
+    Posting a message never blocks (unlike `call_from_thread`, which waits for the answer and
+    would hang a worker forever if the app closed meanwhile); messages keep their order.
+    """
+
+    def __init__(self, fn, args: tuple) -> None:
+        super().__init__()
+        self.fn, self.args = fn, args
 
 
 class Note(Static):
@@ -121,7 +134,7 @@ class ChatScreen(Screen):
         try:
             engine = chat.load(self.ref, adapter=self.adapter)
         except Exception as exc:  # noqa: BLE001 - shown on the screen with its fix
-            self.app.call_from_thread(self._load_failed, exc)
+            self.post_message(WorkerCall(self._load_failed, (exc,)))
             return
         compare_error = None
         if self.compare:
@@ -129,7 +142,10 @@ class ChatScreen(Screen):
                 engine.base()
             except Exception as exc:  # noqa: BLE001
                 compare_error = exc
-        self.app.call_from_thread(self._loaded, engine, compare_error)
+        self.post_message(WorkerCall(self._loaded, (engine, compare_error)))
+
+    def on_worker_call(self, message: WorkerCall) -> None:
+        message.fn(*message.args)
 
     def _loaded(self, engine: ChatModel, compare_error: Exception | None) -> None:
         engine.sampling = self.sampling
@@ -200,13 +216,9 @@ class ChatScreen(Screen):
 
     @work(thread=True, exclusive=True, group="generate")
     def _generate(self, index: int, order: list[str], views: dict[str, ReplyView], stop: threading.Event) -> None:
-        app = self.app
-
         def call(fn, *args):
-            try:
-                app.call_from_thread(fn, *args)
-            except RuntimeError:  # the app closed mid-reply: stop generating, nobody is reading
-                stop.set()
+            if not self.post_message(WorkerCall(fn, args)):
+                stop.set()  # the screen is gone (the app closed mid-reply): nobody is reading
         try:
             for variant in order:
                 view = views[variant]
