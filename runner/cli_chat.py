@@ -41,8 +41,11 @@ def chat(
 ) -> None:
     """Talk to a trained run or a model: a chat screen on a terminal, a plain REPL otherwise.
 
-    In the plain REPL (--plain, or when stdin/stdout is not a terminal) every stdin line is a prompt
-    and every reply is one block on stdout: echo "Who are you?" | tuneforge chat runs/x --plain
+    Chat screen: enter sends, ctrl+j adds a line, esc stops a reply, f2 settings, f3 compare,
+    /help lists the commands (/set, /system, /retry, /undo, /clear, /save FILE, /stats).
+
+    Plain REPL (--plain, or when stdin/stdout is not a terminal): each stdin line is a prompt,
+    each reply goes to stdout. Example: echo "Who are you?" | tuneforge chat runs/x
     """
     from .chat import Sampling, resolve_target
     from .chat_session import Conversation

@@ -14,21 +14,21 @@ ROOT = Path(__file__).resolve().parents[1]
 _RUNS: dict[tuple, Path] = {}
 
 
-def tiny_lora_run(runs_dir: Path, base_dir: Path, template: str = "alpaca") -> Path:
-    key = (str(base_dir), template)
+def tiny_lora_run(runs_dir: Path, base_dir: Path, template: str = "alpaca", method: str = "lora") -> Path:
+    key = (str(base_dir), template, method)
     if key in _RUNS:
         return _RUNS[key]
     from tuneforge.runner.recipe import recipe_from_dict
     from tuneforge.runner.train import train
 
     recipe = recipe_from_dict({
-        "name": f"tiny-{template}",
+        "name": f"tiny-{method}-{template}",
         "model": {"name_or_path": str(base_dir), "chat_template": template},
-        "method": "lora",
+        "method": method,
         "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
         "data": {"train": [{"path": str(ROOT / "recipes" / "data" / "forge_identity.jsonl"), "max_samples": 8}],
                  "max_length": 96},
-        "train": {"max_steps": 3, "batch_size": 4, "learning_rate": 0.05, "logging_steps": 1, "warmup_ratio": 0.0},
+        "train": {"max_steps": 3, "batch_size": 4, "learning_rate": 0.05 if method == "lora" else 0.01, "logging_steps": 1, "warmup_ratio": 0.0},
         "device": "cpu", "precision": "fp32",
         "output": {"runs_dir": str(runs_dir)},
     })

@@ -151,3 +151,26 @@ def test_export_command(tiny_run, tmp_path, run_cli):
     again = run_cli("export", str(tiny_run), "--out", str(tmp_path / "m"), timeout=300)
     assert again.returncode == 2 and "not empty" in again.stderr and "fix:" in again.stderr
     assert "Traceback" not in again.stderr
+
+
+def test_full_fine_tune_exports_and_compares_with_its_base(tmp_path_factory, tiny_model_dir, tmp_path):
+    import torch
+
+    from tuneforge.runner import chat
+
+    run = tiny_lora_run(tmp_path_factory.mktemp("runs"), tiny_model_dir, method="full")
+    assert (run / "model" / "config.json").is_file()
+    result = export_run(str(run), tmp_path / "full", dtype="fp32")
+    assert result.kind == "full model"
+    engine = chat.load(str(run), device="cpu", warmup=False)
+    ids = torch.tensor([engine.prompt_ids([{"role": "user", "content": "Who are you?"}])])
+    _, expected = _logits(run / "model", ids)
+    _, exported = _logits(tmp_path / "full", ids)
+    assert torch.allclose(exported, expected, atol=1e-5)
+    # Compare mode for a full fine-tune loads the recipe's base model beside it.
+    assert engine.can_compare
+    messages, sampling = [{"role": "user", "content": "Who are you?"}], chat.Sampling(max_new_tokens=8)
+    reference = chat.ChatModel(chat.model_mod.load_model(chat.model_mod.resolve(str(tiny_model_dir))).eval(),
+                               engine.tokenizer, "reference")
+    assert engine.base().reply(messages, sampling) == reference.reply(messages, sampling)
+    assert engine.reply(messages, sampling) != reference.reply(messages, sampling)
