@@ -276,6 +276,8 @@ def load(ref: str, adapter: str | None = None, device: str = "auto", warmup: boo
     else:
         resolved = model_mod.resolve(ref)
         base_spec, tok_dir, name = {}, resolved.path, ref
+        if adapter and (Path(adapter) / "tokenizer_config.json").is_file():
+            tok_dir = adapter  # an adapter saved by tuneforge carries the template it was trained with
     tok_source = model_mod.ResolvedModel(tok_dir, tok_dir, "local") if Path(tok_dir).is_dir() else resolved
     tok = model_mod.load_tokenizer(tok_source, base_spec.get("revision"), bool(base_spec.get("trust_remote_code")))
     if not (isinstance(tok.chat_template, str) and tok.chat_template.strip()):

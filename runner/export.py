@@ -83,8 +83,9 @@ def export_run(run_ref: str, out: str | Path, *, merge: bool = False, dtype: str
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if kind == "adapter":
-        how = (f"tuneforge chat {run.path} --adapter {out}   or   "
-               f"PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(BASE), '{out}')")
+        base_name = base or (recipe.get("model") or {}).get("name_or_path", "BASE")
+        how = (f"tuneforge chat {base_name} --adapter {out}   or   "
+               f"PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained('{base_name}'), '{out}')")
     else:
         how = f"AutoModelForCausalLM.from_pretrained('{out}') and AutoTokenizer.from_pretrained('{out}')"
     return ExportResult(out, kind, how)

@@ -51,6 +51,14 @@ def test_chat_prompt_is_exactly_what_training_put_before_the_reply(engine, tiny_
     assert engine.tokenizer.decode(prompt).endswith("### Response:\n")
 
 
+def test_model_with_an_adapter_folder_uses_the_adapters_template(engine, tiny_run, tiny_model_dir):
+    eng = chat.load(str(tiny_model_dir), adapter=str(tiny_run / "adapter"), device="cpu", warmup=False)
+    assert eng.chat_template == engine.chat_template  # alpaca, saved with the adapter
+    messages = [{"role": "user", "content": "Who are you?"}]
+    assert eng.prompt_ids(messages) == engine.prompt_ids(messages)
+    assert eng.reply(messages, chat.Sampling(max_new_tokens=8)) == engine.reply(messages, chat.Sampling(max_new_tokens=8))
+
+
 def test_model_without_template_chats_with_the_training_fallback(tiny_model_dir, tmp_path):
     from transformers import AutoTokenizer
 

@@ -61,6 +61,7 @@ class ReplyView(Vertical):
         self.done = False
         self._dirty = False
         self._shown_answer = ""
+        self._timer = None
 
     def compose(self) -> ComposeResult:
         yield Static(self.title, classes="reply-title", markup=False)
@@ -70,7 +71,7 @@ class ReplyView(Vertical):
         yield Static("…", classes="reply-status", markup=False)
 
     def on_mount(self) -> None:
-        self.set_interval(1 / 12, self._flush)
+        self._timer = self.set_interval(1 / 12, self._flush)
 
     @property
     def answer(self) -> str:
@@ -92,6 +93,8 @@ class ReplyView(Vertical):
         self.done = True
         self._dirty = True
         self._flush()
+        if self._timer is not None:
+            self._timer.stop()  # a finished reply no longer redraws
         self.set_status(status)
 
     def collapse_think(self, collapsed: bool) -> None:
