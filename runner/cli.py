@@ -8,7 +8,6 @@ so `tuneforge --help` starts instantly.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
