@@ -87,6 +87,8 @@ class ChatScreen(Screen):
         Binding("ctrl+t", "toggle_think", "Fold thinking"),
     ]
     DEFAULT_CSS = """
+    #body { height: 1fr; }
+    #main { width: 1fr; }
     #transcript { height: 1fr; padding: 0 1; }
     #loading { height: 3; }
     PromptInput { height: auto; min-height: 3; max-height: 10; }
@@ -111,11 +113,13 @@ class ChatScreen(Screen):
     # --- layout ----------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield Header()
-        with VerticalScroll(id="transcript"):
-            yield Note(f"Loading {self.ref} …", id="welcome")
-            yield LoadingIndicator(id="loading")
-        yield PromptInput(id="prompt")
-        yield SettingsPanel(self.sampling, self.conversation.system)
+        with Horizontal(id="body"):
+            with Vertical(id="main"):
+                with VerticalScroll(id="transcript"):
+                    yield Note(f"Loading {self.ref} …", id="welcome")
+                    yield LoadingIndicator(id="loading")
+                yield PromptInput(id="prompt")
+            yield SettingsPanel(self.sampling, self.conversation.system)
         yield Footer()
 
     def on_mount(self) -> None:

@@ -19,7 +19,7 @@ from tuneforge.runner.errors import TuneforgeError
 
 class SettingsPanel(VerticalScroll):
     DEFAULT_CSS = """
-    SettingsPanel { dock: right; width: 36; border-left: solid $primary; padding: 0 1; display: none; }
+    SettingsPanel { width: 36; border-left: solid $primary; padding: 0 1; display: none; }
     SettingsPanel.-visible { display: block; }
     SettingsPanel Label { margin: 1 0 0 0; color: $text-muted; }
     SettingsPanel #system { height: 6; }
