@@ -8,7 +8,6 @@ so `tuneforge --help` starts instantly.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -125,55 +124,9 @@ def doctor() -> None:
     raise typer.Exit(1 if problems else 0)
 
 
-@app.command()
-def chat(
-    target: Annotated[str, typer.Argument(help="A run directory, a run name, or a model (alias, folder, .gguf, hub id).")],
-    adapter: Annotated[Optional[str], typer.Option(help="A LoRA adapter folder to load on top of the model.")] = None,
-    plain: Annotated[bool, typer.Option("--plain", help="Line-by-line REPL on stdin/stdout (automatic when not a terminal).")] = False,
-    system: Annotated[Optional[str], typer.Option(help="System prompt.")] = None,
-    max_new_tokens: Annotated[int, typer.Option(help="Longest reply in tokens.")] = 256,
-    temperature: Annotated[float, typer.Option(help="0 = greedy (reproducible).")] = 0.0,
-) -> None:
-    """Talk to a trained run or a model. With --plain (or no terminal): one prompt per line on stdin."""
-    from . import chat as chat_mod
-    from .rundir import find_run
+from .cli_chat import register as _register_chat  # noqa: E402 - chat and export commands
 
-    try:
-        ref = target
-        if not Path(target).exists():
-            try:
-                ref = str(find_run(target).path)
-            except TuneforgeError:
-                ref = target
-        engine = chat_mod.load(ref, adapter=adapter)
-    except Exception as exc:  # noqa: BLE001
-        _fail(exc)
-        return
-    engine.sampling = chat_mod.Sampling(temperature=temperature, max_new_tokens=max_new_tokens)
-    interactive = sys.stdin.isatty() and not plain
-    history: list[dict] = [{"role": "system", "content": system}] if system else []
-    if interactive:
-        typer.echo(f"Chatting with {engine.name}. Empty line or ctrl+d to quit.")
-    while True:
-        try:
-            line = input("you> " if interactive else "")
-        except (EOFError, KeyboardInterrupt):
-            break
-        if not line.strip():
-            if interactive:
-                break
-            continue
-        history.append({"role": "user", "content": line})
-        if interactive:
-            sys.stdout.write("bot> ")
-        parts = []
-        for piece in engine.stream(history):
-            parts.append(piece)
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-        sys.stdout.write("\n")
-        sys.stdout.flush()
-        history.append({"role": "assistant", "content": "".join(parts)})
+_register_chat(app)
 
 
 def main() -> None:
