@@ -120,9 +120,9 @@ class RichProgress:
         )
         grid.add_row(
             f"mem {fmt_mb(r.get('rss_mb'))}",
-            f"gpu {fmt_mb(r.get('gpu_mb'))}" if r.get("gpu_mb") is not None else "",
-            f"elapsed {fmt_duration(r.get('elapsed_s'))}",
             f"epoch {r['epoch']:.2f}" if r.get("epoch") is not None else "",
+            f"elapsed {fmt_duration(r.get('elapsed_s'))}",
+            f"gpu {fmt_mb(r.get('gpu_mb'))}" if r.get("gpu_mb") is not None else "",
         )
         width = min(self.console.width, 100)
         spark = sparkline(self.losses, width=max(10, width - 12))
