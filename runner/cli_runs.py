@@ -62,8 +62,9 @@ def _resume(run, progress: str, detach: bool) -> None:
 
     if not run.recipe.is_file():
         raise TuneforgeError(f"'{run.path}' is not a run directory (no recipe.yaml)", "list runs with: tuneforge runs")
-    state = rundir.effective_state(run.read_status())
-    if state in ("running", "starting"):
+    status = run.read_status()
+    state = rundir.effective_state(status)
+    if state in ("running", "starting") and status.get("pid") != os.getpid():  # (a detached child is itself 'starting')
         raise TuneforgeError(f"run '{run.name}' is still {state}", f"watch it (tuneforge watch {run.path}) or stop it first")
     if state == "finished":
         raise TuneforgeError(f"run '{run.name}' already finished", f"train a new run: tuneforge train {run.recipe} output.overwrite=false")
