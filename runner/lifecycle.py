@@ -208,7 +208,7 @@ class Lifecycle:
         return fields
 
     def finish(self) -> None:
-        """At the very end, whatever happened: the loss-curve PNG."""
+        """At the end, whatever happened (before the final status is written): the loss-curve PNG."""
         try:
             from .plot import plot_run
 

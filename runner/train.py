@@ -62,9 +62,10 @@ def _metrics_callback(run: rundir.RunDir, progress, started: float):
         """Turns trainer logs into metrics.jsonl lines, status.json updates and progress output."""
 
         def __init__(self):
-            self.last_tokens, self.last_time = 0, started
+            self.last_tokens, self.last_time, self.first_step = 0, started, 0
 
         def on_train_begin(self, args, state, control, **kw):
+            self.first_step = state.global_step  # > 0 when resumed: ETA counts this process's steps only
             run.update_status(total_steps=state.max_steps)
             progress.start(f"tuneforge · {run.name}", state.max_steps)
 
@@ -84,7 +85,7 @@ def _metrics_callback(run: rundir.RunDir, progress, started: float):
                 "tokens_seen": tokens,
                 "tokens_per_s": round((tokens - self.last_tokens) / dt, 1) if "loss" in logs else None,
                 "elapsed_s": round(elapsed, 2),
-                "eta_s": round(elapsed / step * (total - step), 1) if step else None,
+                "eta_s": round(elapsed / (step - self.first_step) * (total - step), 1) if step > self.first_step else None,
                 **lifecycle.memory_mb(),
             }
             if "loss" in logs:
@@ -160,11 +161,11 @@ def train(recipe: Recipe, progress_mode: str = "auto", run_dir: Path | None = No
         state = "stopped" if isinstance(exc, KeyboardInterrupt) else "failed"
         progress.stop()
         log.error("run %s: %s\n%s", state, exc, traceback.format_exc())
+        life.finish()
         run.update_status(state=state, ended_at=rundir.now_iso(), error=None if state == "stopped" else str(exc),
                           peak_rss_mb=round(peak_rss_mb(), 1), **life.end_fields(exc))
         raise
     finally:
-        life.finish()
         rep.close()
     return TrainResult(run, model, tok)
 
@@ -259,6 +260,7 @@ def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Rep
     final.update(elapsed_s=round(elapsed, 1), tokens_seen=tokens,
                  train_tokens_per_s=round(tokens / max(result.metrics.get("train_runtime", elapsed), 1e-9), 1),
                  peak_rss_mb=round(peak_rss_mb(), 1))
+    life.finish()  # loss.png before 'finished', so watchers find every file in place
     run.update_status(state="finished", ended_at=rundir.now_iso(), step=trainer.state.global_step,
                       final_metrics=final, weights=str(target))
     rep.say(f"finished in {elapsed:.0f}s: train loss {final['train_loss']}"
