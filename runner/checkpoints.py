@@ -59,7 +59,12 @@ def clean_staging(folder: str | Path) -> None:
     folder = Path(folder)
     if folder.is_dir():
         for p in folder.iterdir():
-            if p.name.startswith(STAGING):
+            if not p.name.startswith(STAGING):
+                continue
+            original = folder / p.name.removeprefix(STAGING + "old-")
+            if p.name.startswith(STAGING + "old-") and not original.exists():
+                os.replace(p, original)  # killed between the two renames of `publish`: put it back
+            else:
                 shutil.rmtree(p, ignore_errors=True)
 
 

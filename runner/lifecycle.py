@@ -103,6 +103,7 @@ class Lifecycle:
         self.resume_from = resume_from
         self.in_loop = False
         self.stop_signal: int | None = None  # signal number, or 0 for a file request
+        self.stop_requested = False  # a `tuneforge stop` file was seen (with or without its SIGTERM)
         self.nonfinite: str | None = None
         self.trainer = None
 
@@ -190,9 +191,8 @@ class Lifecycle:
                 "train again; the weights after that step were not saved",
             )
         if self.stop_signal is not None:
-            name = signal.Signals(self.stop_signal).name if self.stop_signal else "SIGTERM"
-            raise RunStopped(f"stopped by {'tuneforge stop' if self.stop_signal == 0 else name}",
-                             SIGNAL_EXIT.get(self.stop_signal, 143), latest)
+            name = "tuneforge stop" if self.stop_requested else signal.Signals(self.stop_signal).name
+            raise RunStopped(f"stopped by {name}", SIGNAL_EXIT.get(self.stop_signal, 143), latest)
 
     def end_fields(self, exc: BaseException) -> dict[str, Any]:
         """Extra status.json fields for a run that ended with an exception."""
@@ -237,9 +237,11 @@ def _guard_callback(life: Lifecycle):
             life.in_loop = False
 
         def on_step_end(self, args, state, control_, model=None, **kw):
-            if control.take(life.run, control.STOP) and life.stop_signal is None:
-                life.stop_signal = 0
-                log.warning("stop requested: saving a checkpoint after step %d, then stopping", state.global_step)
+            if control.take(life.run, control.STOP):
+                life.stop_requested = True
+                if life.stop_signal is None:
+                    life.stop_signal = 0
+                    log.warning("stop requested: saving a checkpoint after step %d, then stopping", state.global_step)
             if life.stop_signal is not None:
                 control_.should_save = True
                 control_.should_training_stop = True
