@@ -146,3 +146,30 @@ def test_runs_command_lists_states(tmp_path, run_cli):
     assert rows["crashed"] == ["dead", "3/10", "0.6667"] and rows["ok"] == ["finished", "10/10", "0.2000"]
     res = run_cli("runs", "--runs-dir", "runs", "--json", timeout=60)
     assert {json.loads(ln)["name"]: json.loads(ln)["state"] for ln in res.stdout.splitlines()} == {"crashed": "dead", "ok": "finished"}
+
+
+def test_watch_on_a_terminal_draws_the_panel(tmp_path):
+    """`tuneforge watch` on a real pseudo-terminal: the rich panel, then the ending line."""
+    import pty
+
+    run = _fake_run(tmp_path, "tty-run", "finished", os.getpid(), step=4, total=4)
+    run.update_status(ended_at=rundir.now_iso(), final_metrics={"train_loss": 0.9}, weights="w")
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "tuneforge.runner.cli", "watch", str(run.path)],
+                            stdin=slave, stdout=slave, stderr=slave, env={**os.environ, "COLUMNS": "80", "LINES": "24"})
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=60)
+    os.close(master)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode("utf-8", "replace"))
+    assert proc.returncode == 0, text
+    assert "tuneforge watch · tty-run" in text and "4/4" in text and "loss 0.5000" in text
+    assert "run tty-run finished (step 4/4, train loss 0.9)" in text

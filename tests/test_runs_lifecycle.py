@@ -143,6 +143,7 @@ def test_sighup_ignored_checkpoint_now_then_sigint(work):
     proc = start(work["recipe"]("signals", max_steps=30, save_steps=100), folder)
     run_dir = folder / "runs" / "signals"
     wait_for(lambda: (status(run_dir).get("step") or 0) >= 1, what="step 1")
+    follower = subprocess.Popen([*CLI, "logs", "signals", "-f"], cwd=folder, stdout=subprocess.PIPE, text=True)
     proc.send_signal(signal.SIGHUP)
     res = cli("checkpoint", "signals", cwd=folder, timeout=120)
     assert res.returncode == 0, res.stderr
@@ -157,3 +158,5 @@ def test_sighup_ignored_checkpoint_now_then_sigint(work):
     assert st["state"] == "stopped" and st["last_checkpoint_step"] > saved and st["step"] < 30
     log = (run_dir / "train.log").read_text()
     assert "SIGHUP" in log and "ignored" in log and "SIGINT" in log
+    followed, _ = follower.communicate(timeout=60)  # `logs -f` ends by itself when the run ends
+    assert follower.returncode == 0 and followed == log
