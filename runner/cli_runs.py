@@ -104,7 +104,7 @@ def register(app: typer.Typer, fail) -> None:
             except typer.Exit:
                 raise
             except KeyboardInterrupt as exc:
-                raise typer.Exit(getattr(exc, "exit_code", 130))
+                raise typer.Exit(getattr(exc, "exit_code", 130)) from None
             except Exception as exc:  # noqa: BLE001 - mapped in one place
                 fail(exc)
 

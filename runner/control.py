@@ -8,7 +8,6 @@ handles the same way (checkpoint, then stop).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket

@@ -157,6 +157,7 @@ class Lifecycle:
 
             tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept), encoding="utf-8")
             os.replace(tmp, self.run.metrics)
+            self.run.update_status(step=keep_upto)
             self.say(f"resuming from {self.resume_from} (step {keep_upto})")
 
     def training_args(self) -> dict[str, Any]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import json
 import math
-from pathlib import Path
 
 import pytest
 from runs_helpers import losses, status, write_recipe
