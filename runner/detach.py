@@ -93,7 +93,11 @@ def launch(run: rundir.RunDir, resume: bool = False, progress: str = "auto") -> 
     cmd = child_command(run, resume, progress if use_tmux else "plain")
     run.update_status(state="starting", host=socket.gethostname(), started_at=rundir.now_iso(),
                       started_ts=time.time(), ended_at=None, error=None, pid=None)
-    launched = _start_tmux(run, cmd) if use_tmux else _start_setsid(run, cmd)
+    try:
+        launched = _start_tmux(run, cmd) if use_tmux else _start_setsid(run, cmd)
+    except BaseException as exc:
+        run.update_status(state="failed", ended_at=rundir.now_iso(), error=f"could not start in the background: {exc}")
+        raise
     # The child writes its own status within seconds; until then its pid lets `runs` spot a crash.
     status = run.read_status()
     if status.get("state") == "starting" and launched.pid:

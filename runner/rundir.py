@@ -162,7 +162,9 @@ def effective_state(status: dict[str, Any]) -> str:
     """The state, with 'dead' for a run marked running whose process is gone (on this host)."""
     state = status.get("state", "unknown")
     if state == "starting" and status.get("pid") is None:  # launched in the background, child not up yet
-        return state
+        started = status.get("started_ts")
+        late = isinstance(started, (int, float)) and time.time() - started > 300
+        return "dead" if late and status.get("host") == socket.gethostname() else state
     if state in ("running", "starting") and status.get("host") == socket.gethostname() and not _same_process_alive(status):
         return "dead"
     return state
