@@ -64,6 +64,13 @@ def memory_mb() -> dict[str, float]:
     return out
 
 
+def _isatty(fd: int) -> bool:
+    try:
+        return os.isatty(fd)
+    except OSError:
+        return False
+
+
 def _finite(value: Any) -> bool:
     return not isinstance(value, (int, float)) or math.isfinite(value)
 
@@ -106,6 +113,8 @@ class Lifecycle:
         self.stop_requested = False  # a `tuneforge stop` file was seen (with or without its SIGTERM)
         self.nonfinite: str | None = None
         self.trainer = None
+        # Which of stdout/stderr are terminals, asked now: once hung up, isatty() says no.
+        self.tty_fds = [fd for fd in (1, 2) if _isatty(fd)]
 
     # --- signals --------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -140,6 +149,15 @@ class Lifecycle:
         disable = getattr(self.progress, "disable", None)
         if disable:
             disable()
+        # Anything else written to the dead terminal (a last message, the interpreter's flush at
+        # exit) would fail with EIO and turn a finished run into exit 1: send it to /dev/null.
+        # Only terminals: under nohup stdout is a file and keeps every line.
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            for fd in self.tty_fds:
+                os.dup2(null, fd)
+        finally:
+            os.close(null)
 
     # --- hooks for train.py ---------------------------------------------------------------
     def prepare(self) -> None:

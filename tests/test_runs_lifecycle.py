@@ -160,3 +160,26 @@ def test_sighup_ignored_checkpoint_now_then_sigint(work):
     assert "SIGHUP" in log and "ignored" in log and "SIGINT" in log
     followed, _ = follower.communicate(timeout=60)  # `logs -f` ends by itself when the run ends
     assert follower.returncode == 0 and followed == log
+
+
+def test_foreground_run_survives_its_terminal_going_away(work):
+    """A run in the foreground on a terminal (rich display) whose SSH link drops: the terminal
+    disappears (writes fail with EIO) and SIGHUP arrives. The run finishes anyway."""
+    import pty
+
+    folder = work["dir"]
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([*CLI, "train", str(work["recipe"]("hangup", max_steps=6, save_steps=None))], cwd=folder,
+                            stdin=slave, stdout=slave, stderr=slave, env={**os.environ, "COLUMNS": "80"})
+    os.close(slave)
+    run_dir = folder / "runs" / "hangup"
+    drawn = b""
+    while b"tuneforge \xc2\xb7 hangup" not in drawn:  # the rich panel is up
+        drawn += os.read(master, 65536)
+    wait_for(lambda: (status(run_dir).get("step") or 0) >= 1, what="step 1")
+    os.close(master)  # the terminal is gone...
+    proc.send_signal(signal.SIGHUP)  # ...and the kernel's hangup arrives
+    assert proc.wait(timeout=300) == 0
+    st = status(run_dir)
+    assert st["state"] == "finished" and st["step"] == 6 and (run_dir / "adapter").is_dir()
+    assert "SIGHUP" in (run_dir / "train.log").read_text()
