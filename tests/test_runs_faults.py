@@ -143,3 +143,17 @@ def test_wandb_without_network_goes_offline_with_a_message(tiny_model_dir, tmp_p
     run_dir = tmp_path / "runs" / "wb"
     assert list((run_dir / "wandb").glob("offline-run-*")), "wandb wrote its offline run into the run directory"
     assert status(run_dir)["state"] == "finished"
+
+
+def test_tracker_package_missing_is_a_user_error_with_a_fix(tmp_path):
+    import importlib.util
+
+    from tuneforge.runner.errors import TuneforgeError
+    from tuneforge.runner.rundir import RunDir
+    from tuneforge.runner.trackers import setup_trackers
+
+    if importlib.util.find_spec("mlflow") is not None:
+        pytest.skip("mlflow is installed here")
+    with pytest.raises(TuneforgeError) as info:
+        setup_trackers(["tensorboard", "mlflow"], RunDir(tmp_path), print)
+    assert "'mlflow' package is not installed" in info.value.message and "pip install mlflow" in info.value.fix
