@@ -163,6 +163,9 @@ class Lifecycle:
     def prepare(self) -> None:
         """Before training: clear stale requests and half-written checkpoints; on resume, drop
         metrics logged after the checkpoint (they will be logged again)."""
+        from .trackers import check_installed
+
+        check_installed(getattr(self.recipe, "report_to", []) or [])
         control.clear(self.run)
         self.run.update_status(stop_reason=None, exit_code=None,
                                resumed_from=str(self.resume_from) if self.resume_from else None)

@@ -40,14 +40,19 @@ def _reachable(host_port: tuple[str, int], timeout: float = 3.0) -> bool:
         return False
 
 
-def setup_trackers(names: list[str], run: rundir.RunDir, say) -> list[str]:
-    """Check the packages are there and set each tracker's location; returns the report_to list."""
+def check_installed(names: list[str]) -> None:
+    """Fail before any model loading when a listed tracker's package is missing."""
     for name in names:
         if importlib.util.find_spec(PACKAGES[name]) is None:
             raise TuneforgeError(
                 f"report_to lists '{name}' but the '{PACKAGES[name]}' package is not installed",
                 f"pip install {PACKAGES[name]}   (or remove '{name}' from report_to)",
             )
+
+
+def setup_trackers(names: list[str], run: rundir.RunDir, say) -> list[str]:
+    """Check the packages are there and set each tracker's location; returns the report_to list."""
+    check_installed(names)
     if "wandb" in names:
         os.environ.setdefault("WANDB_DIR", str(run.path))
         os.environ.setdefault("WANDB_PROJECT", "tuneforge")
