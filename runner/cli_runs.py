@@ -42,10 +42,10 @@ def run_train(recipe_path: Path, overrides: list[str], progress: str, detach: bo
                 raise TuneforgeError("train --resume needs to know which run to continue, but the recipe has no name",
                                      "use: tuneforge resume RUN   (or give the recipe a name:)")
             run = RunDir(Path(rec.output.runs_dir) / rec.name)
-        _resume(run, progress, detach)
+        _resume(run, progress, detach, plain_every)
         return
     if detach:
-        launched = detach_mod.launch(detach_mod.new_run(rec), progress=progress)
+        launched = detach_mod.launch(detach_mod.new_run(rec), progress=progress, plain_every=plain_every)
         typer.echo(launched.instructions())
         return
     from .train import train as run_training
@@ -55,7 +55,7 @@ def run_train(recipe_path: Path, overrides: list[str], progress: str, detach: bo
     typer.echo(f"Chat with it:  tuneforge chat {run.path}")
 
 
-def _resume(run, progress: str, detach: bool) -> None:
+def _resume(run, progress: str, detach: bool, plain_every: float = 5.0) -> None:
     from . import checkpoints, rundir
     from . import detach as detach_mod
     from .recipe import load_recipe
@@ -73,7 +73,8 @@ def _resume(run, progress: str, detach: bool) -> None:
         raise TuneforgeError(f"run '{run.name}' has no complete checkpoint to resume from",
                              f"start it again: tuneforge train {run.recipe}  (train.save_steps sets how often checkpoints are saved)")
     if detach:
-        launched = detach_mod.launch(rundir.RunDir(run.path.resolve()), resume=True, progress=progress)
+        launched = detach_mod.launch(rundir.RunDir(run.path.resolve()), resume=True, progress=progress,
+                                     plain_every=plain_every)
         typer.echo(launched.instructions())
         return
     from .train import train as run_training
@@ -117,12 +118,14 @@ def register(app: typer.Typer, fail) -> None:
         runs_dir: RunsDirOpt = Path("runs"),
         progress: ProgressOpt = "auto",
         detach: Annotated[bool, typer.Option("--detach", help="Continue in the background (tmux or setsid) and return.")] = False,
+        plain_every: Annotated[float, typer.Option(help="Plain mode: at most one progress line every N seconds.")] = 5.0,
     ) -> None:
         """Continue a stopped, failed or dead run from its latest complete checkpoint (same data order, RNG, optimizer)."""
         from .rundir import find_run
 
         _check_progress(progress)
-        _resume(find_run(run, runs_dir), progress, detach)
+        os.environ["TUNEFORGE_PLAIN_EVERY"] = str(plain_every)
+        _resume(find_run(run, runs_dir), progress, detach, plain_every)
 
     @app.command("runs")
     @guarded

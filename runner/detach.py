@@ -47,9 +47,9 @@ class Launched:
         return f"tmux session '{self.session}'" if self.session else f"pid {self.pid}, setsid"
 
 
-def child_command(run: rundir.RunDir, resume: bool, progress: str) -> list[str]:
+def child_command(run: rundir.RunDir, resume: bool, progress: str, plain_every: float = 5.0) -> list[str]:
     cmd = [sys.executable, "-m", "tuneforge.runner.cli", "train", str(run.recipe), "--run-dir", str(run.path),
-           "--progress", progress]
+           "--progress", progress, "--plain-every", str(plain_every)]
     return cmd + (["--resume"] if resume else [])
 
 
@@ -86,11 +86,11 @@ def _start_setsid(run: rundir.RunDir, cmd: list[str]) -> Launched:
     return Launched(run, "setsid", proc.pid, console_log=console)
 
 
-def launch(run: rundir.RunDir, resume: bool = False, progress: str = "auto") -> Launched:
+def launch(run: rundir.RunDir, resume: bool = False, progress: str = "auto", plain_every: float = 5.0) -> Launched:
     """Start `run` (whose recipe.yaml is written) in the background and return at once."""
     use_tmux = shutil.which("tmux") is not None
     # In tmux the pane is a terminal (rich display on attach); the setsid child logs plain lines.
-    cmd = child_command(run, resume, progress if use_tmux else "plain")
+    cmd = child_command(run, resume, progress if use_tmux else "plain", plain_every)
     run.update_status(state="starting", host=socket.gethostname(), started_at=rundir.now_iso(),
                       started_ts=time.time(), ended_at=None, error=None, pid=None)
     try:
