@@ -48,11 +48,14 @@ def plot_run(run: rundir.RunDir, out: Path | None = None) -> Path:
             ax.plot(steps, smooth(list(losses)), color="tab:blue", linewidth=2, label="train (smoothed)")
         if evals:
             steps, losses = zip(*evals)
-            ax.plot(steps, losses, color="tab:orange", alpha=0.35, linewidth=1, marker="o", markersize=3, label="eval (raw)")
-            if len(evals) > 2:
+            # eval loss is already an average over the eval set: smooth it only when there are many points
+            smoothed = len(evals) >= 10
+            ax.plot(steps, losses, color="tab:orange", alpha=0.35 if smoothed else 0.9, linewidth=1 if smoothed else 2,
+                    marker="o", markersize=3, label="eval (raw)")
+            if smoothed:
                 ax.plot(steps, smooth(list(losses), 0.6), color="tab:orange", linewidth=2, label="eval (smoothed)")
-        status = run.read_status()
-        ax.set_title(f"{run.name} · {rundir.effective_state(status)}", fontsize=11)
+        last = records[-1] if records else {}
+        ax.set_title(f"{run.name} · step {last.get('step', '?')}/{last.get('total_steps', '?')}", fontsize=11)
         ax.set_xlabel("step")
         ax.set_ylabel("loss")
         ax.grid(True, alpha=0.3)
