@@ -65,24 +65,20 @@ def train(
     recipe: RecipeArg,
     overrides: OverridesArg = None,
     progress: Annotated[str, typer.Option(help="auto (rich on a terminal, plain otherwise), rich or plain.")] = "auto",
+    detach: Annotated[bool, typer.Option("--detach", help="Run in the background (new tmux session, else setsid) and return at once.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the recipe's run (runs_dir/name) from its latest checkpoint.")] = False,
+    plain_every: Annotated[float, typer.Option(help="Plain mode: at most one progress line every N seconds (train.log gets every step).")] = 5.0,
+    run_dir: Annotated[Optional[Path], typer.Option(hidden=True, help="Use this existing run directory (set by --detach).")] = None,
 ) -> None:
     """Train a recipe; writes runs/<name>/ with metrics, status, log, checkpoints and weights."""
-    from .recipe import load_recipe
+    from .cli_runs import run_train
 
-    if progress not in {"auto", "rich", "plain"}:
-        _fail(TuneforgeError(f"--progress '{progress}' is not one of auto, rich, plain", "use --progress plain"))
     try:
-        rec = load_recipe(recipe, overrides or [])
-        from .train import train as run_training
-
-        run = run_training(rec, progress_mode=progress).run
-    except KeyboardInterrupt:
-        raise typer.Exit(130)
+        run_train(recipe, overrides or [], progress, detach, resume, run_dir, plain_every)
+    except KeyboardInterrupt as exc:  # 130 for ctrl-c, 143 for SIGTERM / tuneforge stop
+        raise typer.Exit(getattr(exc, "exit_code", 130))
     except Exception as exc:  # noqa: BLE001 - mapped to exit codes in one place
         _fail(exc)
-        return
-    typer.echo(f"\nDone. Weights: {run.weights}")
-    typer.echo(f"Chat with it:  tuneforge chat {run.path}")
 
 
 @app.command()
@@ -127,6 +123,11 @@ def doctor() -> None:
 from .cli_chat import register as _register_chat  # noqa: E402 - chat and export commands
 
 _register_chat(app)
+
+
+from .cli_runs import register as _register_runs  # noqa: E402 - resume, runs, watch, logs, stop, checkpoint, plot
+
+_register_runs(app, _fail)
 
 
 def main() -> None:

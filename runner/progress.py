@@ -6,6 +6,8 @@ reuse them on a run started elsewhere.
 
 from __future__ import annotations
 
+import math
+import os
 import sys
 import time
 from datetime import timedelta
@@ -15,7 +17,7 @@ SPARK = "▁▂▃▄▅▆▇█"
 
 
 def sparkline(values: list[float], width: int = 40) -> str:
-    vals = [v for v in values if v == v][-width:]  # drop NaN, keep the latest
+    vals = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)][-width:]  # drop NaN/inf, keep the latest
     if not vals:
         return ""
     lo, hi = min(vals), max(vals)
@@ -27,6 +29,12 @@ def fmt_duration(seconds: float | None) -> str:
     if seconds is None or seconds != seconds:
         return "?"
     return str(timedelta(seconds=int(max(seconds, 0))))
+
+
+def fmt_mb(mb: float | None) -> str:
+    if mb is None:
+        return "?"
+    return f"{mb / 1024:.1f} GB" if mb >= 1024 else f"{mb:.0f} MB"
 
 
 def plain_line(rec: dict[str, Any]) -> str:
@@ -46,15 +54,23 @@ def plain_line(rec: dict[str, Any]) -> str:
 
 
 class PlainProgress:
-    """For nohup, pipes and CI: one line per log step, flushed, nothing else."""
+    """For nohup, pipes and CI: one line per log step, at most one every `min_interval` seconds
+    (eval results and the last step always print), flushed, no \r and no escape codes."""
 
-    def __init__(self, stream: TextIO | None = None):
+    def __init__(self, stream: TextIO | None = None, min_interval: float = 0.0):
         self.stream = stream or sys.stdout
+        self.min_interval = min_interval
+        self.last_print = float("-inf")
 
     def start(self, title: str, total_steps: int) -> None:
         print(f"{title}: {total_steps} steps", file=self.stream, flush=True)
 
     def update(self, rec: dict[str, Any]) -> None:
+        now = time.monotonic()
+        last_step = rec.get("step") is not None and rec.get("step") == rec.get("total_steps")
+        if now - self.last_print < self.min_interval and rec.get("eval_loss") is None and not last_step:
+            return
+        self.last_print = now
         print(plain_line(rec), file=self.stream, flush=True)
 
     def message(self, text: str) -> None:
@@ -67,10 +83,10 @@ class PlainProgress:
 class RichProgress:
     """A live panel: bar with ETA, loss/eval loss/lr/tok/s, a loss sparkline. Redraws <= 4/s."""
 
-    def __init__(self):
+    def __init__(self, console=None):
         from rich.console import Console
 
-        self.console = Console()
+        self.console = console or Console()
         self.live = None
         self.losses: list[float] = []
         self.last: dict[str, Any] = {}
@@ -79,12 +95,13 @@ class RichProgress:
 
     def start(self, title: str, total_steps: int) -> None:
         from rich.live import Live
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
         self.title, self.total = title, total_steps
-        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("eta"), TimeRemainingColumn(), console=self.console)
-        self.task = self.bar.add_task("train", total=total_steps)
+        # ETA comes from the run's own records (also right when `watch` replays a run's history).
+        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(bar_width=None), MofNCompleteColumn(),
+                            TextColumn("eta {task.fields[eta]}"), console=self.console, expand=True)
+        self.task = self.bar.add_task("train", total=total_steps, eta="?")
         self.live = Live(self._render(), console=self.console, refresh_per_second=4, transient=False)
         self.live.start()
 
@@ -101,14 +118,22 @@ class RichProgress:
             f"lr {r['lr']:.1e}" if r.get("lr") is not None else "lr -",
             f"{r['tokens_per_s']:.0f} tok/s" if r.get("tokens_per_s") is not None else "tok/s -",
         )
-        spark = sparkline(self.losses, width=max(10, min(self.console.width - 12, 60)))
-        return Panel(Group(self.bar, grid, f"[cyan]{spark}[/]"), title=self.title, width=min(self.console.width, 100))
+        grid.add_row(
+            f"mem {fmt_mb(r.get('rss_mb'))}",
+            f"epoch {r['epoch']:.2f}" if r.get("epoch") is not None else "",
+            f"elapsed {fmt_duration(r.get('elapsed_s'))}",
+            f"gpu {fmt_mb(r.get('gpu_mb'))}" if r.get("gpu_mb") is not None else "",
+        )
+        width = min(self.console.width, 100)
+        spark = sparkline(self.losses, width=max(10, width - 12))
+        return Panel(Group(self.bar, grid, f"loss [cyan]{spark}[/]"), title=self.title, width=width)
 
     def update(self, rec: dict[str, Any]) -> None:
         if rec.get("loss") is not None:
             self.losses.append(rec["loss"])
         self.last = {**self.last, **{k: v for k, v in rec.items() if v is not None}}
-        self.bar.update(self.task, completed=rec.get("step", 0), total=rec.get("total_steps") or self.total)
+        self.bar.update(self.task, completed=rec.get("step", 0), total=rec.get("total_steps") or self.total,
+                        eta=fmt_duration(rec.get("eta_s")) if rec.get("eta_s") is not None else "?")
         if self.live:
             self.live.update(self._render())
 
@@ -122,8 +147,14 @@ class RichProgress:
             self.live = None
 
 
-def make_progress(mode: str = "auto"):
-    """'auto': rich on a terminal, plain otherwise; 'rich' or 'plain' to force."""
+def make_progress(mode: str = "auto", plain_interval: float | None = None):
+    """'auto': rich on a terminal, plain otherwise; 'rich' or 'plain' to force. Plain lines come at
+    most every `plain_interval` seconds (default: $TUNEFORGE_PLAIN_EVERY, set by --plain-every)."""
     if mode == "plain" or (mode == "auto" and not sys.stdout.isatty()):
-        return PlainProgress()
+        if plain_interval is None:
+            try:
+                plain_interval = float(os.environ.get("TUNEFORGE_PLAIN_EVERY", "0"))
+            except ValueError:
+                plain_interval = 0.0
+        return PlainProgress(min_interval=plain_interval)
     return RichProgress()

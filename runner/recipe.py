@@ -182,6 +182,11 @@ class Recipe(StrictModel):
     )
     device: str = Field("auto", description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'.")
     output: OutputSpec = Field(default_factory=OutputSpec, description="Where runs are written.")
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=list,
+        description="Experiment trackers fed by the trainer's own integrations: tensorboard (event files in "
+        "runs/<name>/tensorboard), wandb (offline when there is no login or network), mlflow.",
+    )
 
     @field_validator("name")
     @classmethod

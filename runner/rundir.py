@@ -25,7 +25,7 @@ from typing import Any
 
 from .errors import TuneforgeError
 
-STATES = ("running", "finished", "failed", "stopped")
+STATES = ("starting", "running", "finished", "failed", "stopped")
 
 
 def now_iso() -> str:
@@ -161,6 +161,27 @@ def find_run(ref: str | Path, runs_dir: str | Path = "runs") -> RunDir:
 def effective_state(status: dict[str, Any]) -> str:
     """The state, with 'dead' for a run marked running whose process is gone (on this host)."""
     state = status.get("state", "unknown")
-    if state == "running" and status.get("host") == socket.gethostname() and not _pid_alive(status.get("pid")):
+    if state == "starting" and status.get("pid") is None:  # launched in the background, child not up yet
+        started = status.get("started_ts")
+        late = isinstance(started, (int, float)) and time.time() - started > 300
+        return "dead" if late and status.get("host") == socket.gethostname() else state
+    if state in ("running", "starting") and status.get("host") == socket.gethostname() and not _same_process_alive(status):
         return "dead"
     return state
+
+
+def _same_process_alive(status: dict[str, Any]) -> bool:
+    """The run's pid is alive, is not a zombie, and is not a newer process that reused the pid."""
+    pid = status.get("pid")
+    if not _pid_alive(pid):
+        return False
+    try:
+        import psutil
+
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        started = status.get("started_ts")
+        return not (isinstance(started, (int, float)) and proc.create_time() > started + 60)
+    except Exception:  # noqa: BLE001 - psutil missing or the process just went: trust kill(0)
+        return _pid_alive(pid)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import device as device_mod
+from . import lifecycle
 from . import model as model_mod
 from . import rundir
 from .errors import TuneforgeError
@@ -61,9 +62,10 @@ def _metrics_callback(run: rundir.RunDir, progress, started: float):
         """Turns trainer logs into metrics.jsonl lines, status.json updates and progress output."""
 
         def __init__(self):
-            self.last_tokens, self.last_time = 0, started
+            self.last_tokens, self.last_time, self.first_step = 0, started, 0
 
         def on_train_begin(self, args, state, control, **kw):
+            self.first_step = state.global_step  # > 0 when resumed: ETA counts this process's steps only
             run.update_status(total_steps=state.max_steps)
             progress.start(f"tuneforge · {run.name}", state.max_steps)
 
@@ -83,7 +85,8 @@ def _metrics_callback(run: rundir.RunDir, progress, started: float):
                 "tokens_seen": tokens,
                 "tokens_per_s": round((tokens - self.last_tokens) / dt, 1) if "loss" in logs else None,
                 "elapsed_s": round(elapsed, 2),
-                "eta_s": round(elapsed / step * (total - step), 1) if step else None,
+                "eta_s": round(elapsed / (step - self.first_step) * (total - step), 1) if step > self.first_step else None,
+                **lifecycle.memory_mb(),
             }
             if "loss" in logs:
                 self.last_tokens, self.last_time = tokens, now
@@ -137,32 +140,37 @@ class TrainResult:
     tokenizer: Any
 
 
-def train(recipe: Recipe, progress_mode: str = "auto") -> TrainResult:
-    """Run one recipe to completion. Raises TuneforgeError for user mistakes (status: failed)."""
+def train(recipe: Recipe, progress_mode: str = "auto", run_dir: Path | None = None,
+          resume_from: Path | None = None) -> TrainResult:
+    """Run one recipe to completion. Raises TuneforgeError for user mistakes (status: failed).
+    run_dir: use this existing run directory (detach, resume); resume_from: a checkpoint folder."""
     placement = device_mod.choose(recipe.device, recipe.precision)
-    run = rundir.create(recipe.output.runs_dir, recipe.name, recipe.output.overwrite)
+    run = rundir.RunDir(Path(run_dir)) if run_dir else rundir.create(recipe.output.runs_dir, recipe.name, recipe.output.overwrite)
     saved = recipe.model_copy(deep=True)
     saved.name = run.name
     run.recipe.write_text(recipe_to_yaml(saved), encoding="utf-8")
     run.update_status(**rundir.initial_status(), device=placement.device, precision=placement.precision,
                       precision_reason=placement.reason)
-    progress = make_progress(progress_mode)
+    progress = lifecycle.SafeProgress(make_progress(progress_mode))
     rep = _Reporter(run, progress)
+    life = lifecycle.Lifecycle(run, recipe, progress, rep.say, resume_from)
     try:
-        model, tok = _train_in(run, recipe, placement, progress, rep)
+        with life.signals():
+            model, tok = _train_in(run, recipe, placement, progress, rep, life)
     except BaseException as exc:
         state = "stopped" if isinstance(exc, KeyboardInterrupt) else "failed"
         progress.stop()
         log.error("run %s: %s\n%s", state, exc, traceback.format_exc())
+        life.finish()
         run.update_status(state=state, ended_at=rundir.now_iso(), error=None if state == "stopped" else str(exc),
-                          peak_rss_mb=round(peak_rss_mb(), 1))
+                          peak_rss_mb=round(peak_rss_mb(), 1), **life.end_fields(exc))
         raise
     finally:
         rep.close()
     return TrainResult(run, model, tok)
 
 
-def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Reporter):
+def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Reporter, life: lifecycle.Lifecycle):
     model_mod.quiet_hf()
     from transformers import DataCollatorForSeq2Seq, PrinterCallback, Trainer, TrainingArguments, set_seed
 
@@ -171,6 +179,7 @@ def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Rep
 
     started = time.time()
     rep.say(f"run directory: {run.path}")
+    life.prepare()
     rep.say(f"device {placement.device}, precision {placement.precision} ({placement.reason})")
     set_seed(recipe.seed)
 
@@ -218,17 +227,19 @@ def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Rep
         use_cpu=placement.device == "cpu",
         seed=recipe.seed, data_seed=recipe.seed,
         include_num_input_tokens_seen="non_padding",
-        disable_tqdm=True, report_to="none", log_level="error",
+        disable_tqdm=True, log_level="error", **life.training_args(),
         remove_unused_columns=False, dataloader_num_workers=0,
     )
-    trainer = Trainer(
+    trainer = life.trainer_class(Trainer)(
         model=model, args=args,
         train_dataset=_to_dataset(data.train), eval_dataset=_to_dataset(data.eval) if has_eval else None,
         data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100),
-        callbacks=[_metrics_callback(run, progress, started)],
+        callbacks=[_metrics_callback(run, progress, started), *life.callbacks()],
     )
     trainer.remove_callback(PrinterCallback)
-    result = trainer.train()
+    life.attach(trainer)
+    result = trainer.train(resume_from_checkpoint=str(life.resume_from) if life.resume_from else None)
+    life.after_train()
     progress.stop()
 
     final: dict[str, Any] = {"train_loss": round(result.training_loss, 5)}
@@ -249,6 +260,7 @@ def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Rep
     final.update(elapsed_s=round(elapsed, 1), tokens_seen=tokens,
                  train_tokens_per_s=round(tokens / max(result.metrics.get("train_runtime", elapsed), 1e-9), 1),
                  peak_rss_mb=round(peak_rss_mb(), 1))
+    life.finish()  # loss.png before 'finished', so watchers find every file in place
     run.update_status(state="finished", ended_at=rundir.now_iso(), step=trainer.state.global_step,
                       final_metrics=final, weights=str(target))
     rep.say(f"finished in {elapsed:.0f}s: train loss {final['train_loss']}"

@@ -1,0 +1,82 @@
+"""Experiment trackers through the HF Trainer's own integrations (`report_to`).
+
+tuneforge only decides where things land: TensorBoard event files in runs/<name>/tensorboard,
+wandb files in the run directory (offline when there is no login or no network, so a run on an
+air-gapped server never hangs or dies on it), MLflow in runs/<name>/mlruns unless a tracking URI is set.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import socket
+from pathlib import Path
+
+from . import rundir
+from .errors import TuneforgeError
+
+log = logging.getLogger("tuneforge")
+
+PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+WANDB_HOST = ("api.wandb.ai", 443)
+
+
+def _wandb_logged_in() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        return "api.wandb.ai" in netrc.read_text(encoding="utf-8")
+    except OSError:
+        return False
+
+
+def _reachable(host_port: tuple[str, int], timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection(host_port, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def check_installed(names: list[str]) -> None:
+    """Fail before any model loading when a listed tracker's package is missing."""
+    for name in names:
+        if importlib.util.find_spec(PACKAGES[name]) is None:
+            raise TuneforgeError(
+                f"report_to lists '{name}' but the '{PACKAGES[name]}' package is not installed",
+                f"pip install {PACKAGES[name]}   (or remove '{name}' from report_to)",
+            )
+
+
+def setup_trackers(names: list[str], run: rundir.RunDir, say) -> list[str]:
+    """Check the packages are there and set each tracker's location; returns the report_to list."""
+    check_installed(names)
+    if "wandb" in names:
+        os.environ.setdefault("WANDB_DIR", str(run.path))
+        os.environ.setdefault("WANDB_PROJECT", "tuneforge")
+        if os.environ.get("WANDB_MODE") not in {"offline", "disabled"}:
+            why = None
+            if not _wandb_logged_in():
+                why = "not logged in (no WANDB_API_KEY or ~/.netrc entry)"
+            elif not _reachable(WANDB_HOST):
+                why = f"{WANDB_HOST[0]} is not reachable"
+            if why:
+                os.environ["WANDB_MODE"] = "offline"
+                say(f"wandb: {why}, so logging offline into {run.path}/wandb; "
+                    f"upload later with: wandb sync {run.path}/wandb/offline-run-*")
+    if "mlflow" in names and not os.environ.get("MLFLOW_TRACKING_URI"):
+        os.environ["MLFLOW_TRACKING_URI"] = (run.path / "mlruns").resolve().as_uri()
+        os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", "tuneforge")
+        say(f"mlflow: logging into {run.path / 'mlruns'} (set MLFLOW_TRACKING_URI to use a server)")
+    if "tensorboard" in names:
+        say(f"tensorboard: event files in {run.path / 'tensorboard'}; view with: tensorboard --logdir {run.path / 'tensorboard'}")
+    return list(names)
+
+
+def attach_tensorboard(trainer, run: rundir.RunDir) -> None:
+    """Point the trainer's TensorBoard callback at runs/<name>/tensorboard (not checkpoints/runs)."""
+    for cb in trainer.callback_handler.callbacks:
+        if type(cb).__name__ == "TensorBoardCallback" and getattr(cb, "tb_writer", None) is None:
+            cb.logging_dir = str(run.path / "tensorboard")
