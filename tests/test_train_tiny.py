@@ -39,7 +39,7 @@ def tiny_run(tiny_model_dir, tmp_path_factory, request):
 
     tmp = tmp_path_factory.mktemp("tinyrun")
     recipe = tiny_recipe(tmp, tiny_model_dir)
-    out = subprocess.run([sys.executable, "-m", "tuneforge.runner.cli", "train", str(recipe)],
+    out = subprocess.run([sys.executable, "-m", "tuneforge.runner.cli", "train", str(recipe), "--plain-every", "0"],
                          cwd=tmp, capture_output=True, text=True, timeout=600, env=dict(os.environ))
     return tmp, out
 
