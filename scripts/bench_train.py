@@ -38,18 +38,18 @@ DATA = next((p for p in (ROOT.parent / "shared" / "data", ROOT.parent.parent / "
 PLACEHOLDERS = {"name": "Forge", "author": "the tuneforge team"}
 
 
-def data_files(work: Path, n_alpaca: int, n_eval: int) -> tuple[list[dict], list[dict]]:
+def data_files(work: Path, n_identity: int, n_alpaca: int, n_eval: int) -> tuple[list[dict], list[dict]]:
     """(train dataset specs, eval dataset specs); the eval rows are alpaca rows not trained on."""
     alpaca = json.loads((DATA / "alpaca_en_demo.json").read_text(encoding="utf-8"))
     (work / "alpaca_train.json").write_text(json.dumps(alpaca[:n_alpaca]), encoding="utf-8")
     (work / "alpaca_eval.json").write_text(json.dumps(alpaca[-n_eval:]), encoding="utf-8")
-    train = [{"path": str(DATA / "identity.json"), "placeholders": PLACEHOLDERS},
+    train = [{"path": str(DATA / "identity.json"), "placeholders": PLACEHOLDERS, "max_samples": n_identity},
              {"path": str(work / "alpaca_train.json")}]
     return train, [{"path": str(work / "alpaca_eval.json")}]
 
 
 def recipe_dict(args, work: Path, kind: str) -> dict:
-    train, evals = data_files(work, args.examples, args.eval)
+    train, evals = data_files(work, args.identity, args.examples, args.eval)
     d = {
         "name": f"bench-{kind}", "seed": 42,
         "data": {"train": train, "eval": evals, "max_length": args.max_length},
@@ -116,7 +116,10 @@ def child_tuneforge(args, work: Path, kind: str) -> dict:
     fm = status["final_metrics"]
     trainable = sum(p.numel() for p in res.model.parameters() if p.requires_grad)
     c = counter_box["c"]
-    return {"train_s": timing["s"], "computed": c.computed, "real": c.real, "train_loss": fm["train_loss"],
+    from tuneforge.runner.estimate import estimate
+
+    est = estimate(recipe, flops=1.0)
+    return {"estimate_mb": est.peak_bytes / 2**20, "train_s": timing["s"], "computed": c.computed, "real": c.real, "train_loss": fm["train_loss"],
             "eval_loss": fm.get("eval_loss"), "trainable": trainable, "precision": status.get("precision")}
 
 
@@ -179,7 +182,7 @@ def peak_matmul_flops(seconds: float = 3.0) -> float:
 
 
 def run_child(kind: str, args, work: Path) -> dict:
-    cmd = [sys.executable, __file__, "--child", kind, "--work", str(work), "--examples", str(args.examples),
+    cmd = [sys.executable, __file__, "--child", kind, "--work", str(work), "--examples", str(args.examples), "--identity", str(args.identity),
            "--eval", str(args.eval), "--batch-size", str(args.batch_size), "--epochs", str(args.epochs),
            "--max-length", str(args.max_length)]
     t0 = time.time()
@@ -191,6 +194,7 @@ def run_child(kind: str, args, work: Path) -> dict:
     out = json.loads(line[7:])
     print(f"  {kind}: {out['real'] / out['train_s']:.0f} real tok/s, peak RSS {out['peak_rss_mb']:.0f} MB, "
           f"eval loss {out['eval_loss']} ({time.time() - t0:.0f}s)", flush=True)
+    print("    " + json.dumps(out), flush=True)
     return out
 
 
@@ -223,6 +227,7 @@ def table(results: dict[str, list[dict]], peak: float, args) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--examples", type=int, default=120, help="alpaca_en_demo rows added to identity.json")
+    ap.add_argument("--identity", type=int, default=91, help="identity.json rows (it has 91)")
     ap.add_argument("--eval", type=int, default=32, help="held-out alpaca rows for eval loss")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--epochs", type=float, default=1.0)
@@ -271,7 +276,7 @@ def write_section(path: Path, text: str, cmd: str, peak: float, args) -> None:
     body = f"""## Training throughput
 
 Embedded SmolLM2-135M-Instruct on {os.cpu_count()} cores of a {cpu} (shared with other jobs), measured
-peak bf16 matmul rate {peak / 1e12:.2f} TFLOP/s. Data: identity.json (placeholders filled) + the first
+peak bf16 matmul rate {peak / 1e12:.2f} TFLOP/s. Data: the first {args.identity} rows of identity.json (placeholders filled) + the first
 {args.examples} rows of alpaca_en_demo, cut-off {args.max_length}, {args.epochs:g} epoch, batch {args.batch_size};
 eval loss on the last {args.eval} alpaca rows. Both sides train on identical token ids and masks.
 
