@@ -16,8 +16,8 @@ from pathlib import Path
 
 GiB = 1024**3
 MiB = 1024**2
-RUNTIME_BYTES = 560 * MiB  # python + torch + transformers/peft/datasets + tokenizer, measured on CPU
-ACT_BYTES_PER_TOKEN_LAYER = (40, 10)  # bytes per token per layer: 40 * hidden + 10 * intermediate (bf16 autocast)
+RUNTIME_BYTES = 700 * MiB  # python + torch + transformers/peft/datasets + Trainer + tokenizer, measured on CPU
+ACT_BYTES_PER_TOKEN_LAYER = (50, 12)  # bytes per token per layer: 50 * hidden + 12 * intermediate (bf16 autocast)
 LOGIT_BYTES_PER_TOKEN = 14  # per vocab entry: bf16 logits + fp32 upcast + log-softmax + their gradient
 CKPT_ACT_FACTOR = 0.12  # activations kept with gradient checkpointing (layer inputs + one layer's worth)
 
@@ -154,21 +154,19 @@ def matmul_flops(dtype: str = "bf16", size: int = 1024, seconds: float = 0.3) ->
     return 2 * size**3 * n / (time.perf_counter() - t0)
 
 
-def padded_tokens_per_batch(lengths: list[int], batch: int, grouped: bool, packing: bool) -> float:
-    """Mean tokens computed per forward pass (with padding) for the batching strategy."""
+def batch_tokens(lengths: list[int], batch: int, grouped: bool, packing: bool) -> tuple[float, float]:
+    """(mean, largest) tokens computed per forward pass, padding included, for the batching strategy."""
     if not lengths:
-        return 0.0
+        return 0.0, 0.0
+    s = sorted(lengths)
     if packing:
-        return sum(lengths) / len(lengths) * batch
-    if grouped:
-        s = sorted(lengths)
+        return sum(s) / len(s) * batch, float(sum(s[-batch:]))
+    if grouped:  # speed.LengthGroupedBatches: batches of neighbours in length order
         chunks = [s[k:k + batch] for k in range(0, len(s), batch)]
-        return sum(max(c) * batch for c in chunks) / len(chunks)
+        return sum(max(c) * batch for c in chunks) / len(chunks), float(s[-1] * batch)
     rng = random.Random(0)
-    tot = 0
-    for _ in range(64):
-        tot += max(rng.choice(lengths) for _ in range(batch)) * batch
-    return tot / 64
+    tot = sum(max(rng.choice(lengths) for _ in range(batch)) * batch for _ in range(64))
+    return tot / 64, float(s[-1] * batch)
 
 
 def estimate(recipe, lengths: list[int] | None = None, n_examples: int | None = None, device: str | None = None,
@@ -216,9 +214,7 @@ def estimate(recipe, lengths: list[int] | None = None, n_examples: int | None = 
         weights += trainable * 2  # autocast keeps a half-precision copy of trainable weights per step
 
     batch = recipe.train.batch_size
-    tokens = padded_tokens_per_batch(lengths, batch, recipe.speed.group_by_length, recipe.speed.packing)
-    longest_batch = (max(lengths) * batch) if lengths and not recipe.speed.packing else tokens
-    peak_tokens = max(tokens, min(longest_batch, tokens * 2.5))  # the longest batches set the peak
+    tokens, peak_tokens = batch_tokens(lengths, batch, recipe.speed.group_by_length, recipe.speed.packing)
     per_tok_layer = ACT_BYTES_PER_TOKEN_LAYER[0] * shape.hidden + ACT_BYTES_PER_TOKEN_LAYER[1] * shape.intermediate
     if precision == "fp32":
         per_tok_layer *= 2

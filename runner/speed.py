@@ -34,7 +34,7 @@ def checkpointing_needed(recipe, est) -> tuple[bool, str]:
 def trainer_args(recipe, checkpointing: bool) -> dict:
     """TrainingArguments keywords for the speed section."""
     out = {
-        "train_sampling_strategy": "group_by_length" if recipe.speed.group_by_length else "random",
+        "train_sampling_strategy": "random",  # grouping: trainer_class() supplies its own sampler
         "gradient_checkpointing": checkpointing,
         "torch_compile": recipe.speed.torch_compile,
     }
@@ -60,3 +60,50 @@ def plan(recipe, placement, lengths: list[int]) -> tuple[dict, str]:
     if est is not None:
         note += f"; estimated peak memory {est.peak_bytes / 2**30:.2f} GiB of {est.available_bytes / 2**30:.2f} GiB"
     return trainer_args(recipe, on), note
+
+
+class LengthGroupedBatches:
+    """Index order for length-grouped batches that stays random: each epoch, shuffle, cut into
+    pools of 64 batches, sort each pool by length, cut into batches, shuffle the batches.
+
+    transformers' own LengthGroupedSampler uses pools of only len/4 examples on small datasets
+    (and moves the longest example to the front), which leaves much of the padding in place.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, pool_batches: int = 64):
+        self.lengths, self.batch, self.seed, self.pool = list(lengths), batch_size, seed, pool_batches
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        import torch
+
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        self.epoch += 1
+        order = torch.randperm(len(self.lengths), generator=g).tolist()
+        size = self.pool * self.batch
+        batches = []
+        for k in range(0, len(order), size):
+            pool = sorted(order[k:k + size], key=lambda i: self.lengths[i])
+            batches += [pool[j:j + self.batch] for j in range(0, len(pool), self.batch)]
+        for b in torch.randperm(len(batches), generator=g).tolist():
+            yield from batches[b]
+
+
+def trainer_class(recipe):
+    """The HF Trainer, with tuneforge's length-grouped sampler when speed.group_by_length is on."""
+    from transformers import Trainer
+
+    if not recipe.speed.group_by_length:
+        return Trainer
+
+    class GroupedTrainer(Trainer):
+        def _get_train_sampler(self, train_dataset=None):
+            ds = train_dataset if train_dataset is not None else self.train_dataset
+            lengths = [len(x) for x in ds["input_ids"]]
+            per_step = self.args.train_batch_size
+            return LengthGroupedBatches(lengths, per_step, self.args.seed)
+
+    return GroupedTrainer

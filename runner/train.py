@@ -208,7 +208,7 @@ def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Rep
         remove_unused_columns=False, dataloader_num_workers=0,
         **methods.optimizer_args(recipe, placement.device), **speed_args,
     )
-    trainer = Trainer(
+    trainer = speed.trainer_class(recipe)(
         model=model, args=args,
         train_dataset=_to_dataset(data.train), eval_dataset=_to_dataset(data.eval) if has_eval else None,
         data_collator=speed.collator(tok, recipe), optimizers=(methods.make_optimizer(model, recipe, args), None),

@@ -151,7 +151,7 @@ def child_baseline(args, work: Path) -> dict:
     targs = TrainingArguments(
         output_dir=str(work / "baseline-out"), per_device_train_batch_size=args.batch_size,
         per_device_eval_batch_size=args.batch_size, num_train_epochs=args.epochs, learning_rate=1e-4,
-        lr_scheduler_type="cosine", warmup_ratio=0.1, bf16=True, use_cpu=True, logging_steps=10,
+        lr_scheduler_type="cosine", warmup_steps=0.1, bf16=True, use_cpu=True, logging_steps=10,
         save_strategy="no", eval_strategy="no", report_to="none", disable_tqdm=True, seed=42,
         remove_unused_columns=False, optim="adamw_torch", train_sampling_strategy="random",
     )
