@@ -106,10 +106,25 @@ def child_tuneforge(args, work: Path, kind: str) -> dict:
         t0 = time.perf_counter()
         out = orig(self, *a, **k)
         counter_box["c"].active = False
-        timing["s"] = time.perf_counter() - t0
+        timing["s"] = time.perf_counter() - t0 - timing.get("eval", 0.0)
         return out
 
     transformers.Trainer.train = timed
+    orig_eval = transformers.Trainer.evaluate
+
+    def untimed_eval(self, *a, **k):  # eval inside train() is neither training time nor training tokens
+        c, t0 = counter_box.get("c"), time.perf_counter()
+        was = c.active if c else False
+        if c:
+            c.active = False
+        try:
+            return orig_eval(self, *a, **k)
+        finally:
+            if c:
+                c.active = was
+            timing["eval"] = timing.get("eval", 0.0) + (time.perf_counter() - t0 if was else 0.0)
+
+    transformers.Trainer.evaluate = untimed_eval
     recipe = recipe_from_dict(recipe_dict(args, work, kind))
     res = train(recipe, progress_mode="plain")
     status = json.loads(res.run.status.read_text())
