@@ -82,8 +82,11 @@ def train(
 
 
 @app.command()
-def validate(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
-    """Print the resolved recipe (exit 0) or every problem in it (exit 2)."""
+def validate(
+    recipe: RecipeArg, overrides: OverridesArg = None,
+    estimate: Annotated[bool, typer.Option("--estimate/--no-estimate", help="Also estimate memory and time on this machine.")] = True,
+) -> None:
+    """Print the resolved recipe (exit 0) or every problem in it (exit 2), then the memory/time estimate."""
     from .recipe import load_recipe, recipe_to_yaml
 
     try:
@@ -92,6 +95,10 @@ def validate(recipe: RecipeArg, overrides: OverridesArg = None) -> None:
         _fail(exc)
         return
     typer.echo(recipe_to_yaml(rec), nl=False)
+    if estimate:  # as YAML comments, so the output stays a valid recipe
+        from .estimate import describe
+
+        typer.echo("".join(f"# {line}\n" for line in ["estimate for this machine:", *describe(rec)]), nl=False)
 
 
 @recipe_app.command("schema")

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import RecipeError
+from .recipe_methods import FreezeSpec, FullSpec, QLoraSpec, SpeedSpec, combination_problems
 
 RECIPE_VERSION = 1
 
@@ -52,6 +53,18 @@ class LoraSpec(StrictModel):
         "all-linear",
         description="Modules that get adapters: 'all-linear' (every linear layer but the output head) "
         "or a list of module names such as [q_proj, v_proj].",
+    )
+    modules_to_save: list[str] = Field(
+        default_factory=list,
+        description="Modules trained in full and saved with the adapter, e.g. [lm_head, embed_tokens] when adding tokens.",
+    )
+    use_dora: bool = Field(False, description="DoRA: split each update into magnitude and direction (better at low rank, ~20% slower).")
+    use_rslora: bool = Field(False, description="rsLoRA: scale the update by alpha / sqrt(r) instead of alpha / r (stable at high rank).")
+    loraplus_lr_ratio: float | None = Field(
+        None, ge=1.0, description="LoRA+: the B matrices learn this many times faster than A (16 is typical); none = plain LoRA."
+    )
+    init: Literal["default", "pissa"] = Field(
+        "default", description="Adapter initialisation: 'default' (B = 0) or 'pissa' (from the principal singular vectors; converges faster)."
     )
 
 
@@ -168,11 +181,16 @@ class Recipe(StrictModel):
     )
     seed: int = Field(42, description="Random seed for data order, initialisation and dropout.")
     stage: Literal["sft"] = Field("sft", description="Training stage: 'sft' (supervised fine-tuning).")
-    method: Literal["lora", "full"] = Field(
-        "lora", description="'lora' trains small adapters on a frozen model; 'full' trains every weight."
+    method: Literal["full", "freeze", "lora", "qlora"] = Field(
+        "lora", description="'lora' trains small adapters on a frozen model; 'qlora' does that on a 4/8-bit base "
+        "(least memory); 'freeze' trains only some layers; 'full' trains every weight. See docs/methods.md.",
     )
     model: ModelSpec = Field(default_factory=ModelSpec, description="The base model.")
-    lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA settings (method: lora).")
+    lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA settings (method: lora and qlora).")
+    qlora: QLoraSpec = Field(default_factory=QLoraSpec, description="Quantization of the frozen base (method: qlora).")
+    freeze: FreezeSpec = Field(default_factory=FreezeSpec, description="Which layers train (method: freeze).")
+    full: FullSpec = Field(default_factory=FullSpec, description="Optimizer for the methods that train base weights (full, freeze).")
+    speed: SpeedSpec = Field(default_factory=SpeedSpec, description="Throughput: length grouping, packing, checkpointing, compile.")
     data: DataSpec = Field(..., description="Training and evaluation data.")
     train: TrainSpec = Field(default_factory=TrainSpec, description="Optimisation settings.")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
@@ -201,6 +219,13 @@ class Recipe(StrictModel):
         if v in {"auto", "cpu", "cuda", "mps"} or (v.startswith("cuda:") and v[5:].isdigit()):
             return v
         raise ValueError("must be one of 'auto', 'cpu', 'cuda', 'cuda:N', 'mps'")
+
+    @model_validator(mode="after")
+    def _coherent(self) -> "Recipe":
+        problems = combination_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,6 +317,9 @@ def format_errors(err: ValidationError) -> list[str]:
             lines.append(f"{path}: unknown key{hint}{allowed}")
             continue
         msg = e["msg"]
+        if e["type"] == "value_error" and not loc:  # cross-field checks: one line per problem
+            lines.extend(str(e["ctx"]["error"]).split("; ") if e.get("ctx") else [msg])
+            continue
         if e["type"] == "missing":
             parent = _model_at(loc[:-1])
             field = parent.model_fields.get(str(loc[-1])) if parent else None

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import device as device_mod
-from . import lifecycle
+from . import lifecycle, methods, speed
 from . import model as model_mod
 from . import rundir
 from .errors import TuneforgeError
@@ -109,20 +109,6 @@ def _atomic_save(target: Path, save) -> None:
     os.replace(tmp, target)
 
 
-def _apply_method(model, recipe: Recipe):
-    if recipe.method == "full":
-        for p in model.parameters():
-            p.requires_grad_(True)
-        return model
-    from peft import LoraConfig, get_peft_model
-
-    cfg = LoraConfig(
-        r=recipe.lora.r, lora_alpha=recipe.lora.alpha, lora_dropout=recipe.lora.dropout,
-        target_modules=recipe.lora.target_modules, task_type="CAUSAL_LM",
-    )
-    return get_peft_model(model, cfg)
-
-
 def _to_dataset(items):
     from datasets import Dataset
 
@@ -172,7 +158,7 @@ def train(recipe: Recipe, progress_mode: str = "auto", run_dir: Path | None = No
 
 def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Reporter, life: lifecycle.Lifecycle):
     model_mod.quiet_hf()
-    from transformers import DataCollatorForSeq2Seq, PrinterCallback, Trainer, TrainingArguments, set_seed
+    from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
 
     from .data import prepare
     from .data.template import resolve_chat_template
@@ -196,16 +182,15 @@ def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Rep
     n_trained = sum(sum(1 for x in t.labels if x != -100) for t in data.train)
     rep.say(f"data: {len(data.train)} train / {len(data.eval)} eval examples, {n_tokens} tokens ({n_trained} trained)")
 
-    # LoRA on a bf16-capable GPU keeps the frozen base in bf16; everything else keeps fp32
-    # master weights and lets autocast run the matmuls in bf16/fp16.
-    storage = "bf16" if (placement.device.startswith("cuda") and recipe.method == "lora" and placement.precision == "bf16") else "fp32"
-    model = model_mod.load_model(resolved, storage, recipe.model.revision, recipe.model.trust_remote_code)
+    model = methods.load_model(resolved, recipe, placement)  # dtype/quantization per method
     model.config.use_cache = False
-    model = _apply_method(model, recipe)
+    model = methods.apply_method(model, recipe)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     rep.say(f"method {recipe.method}: {trainable:,} of {total:,} parameters trainable ({trainable / total:.2%})")
 
+    speed_args, speed_note = speed.plan(recipe, placement, [len(x.input_ids) for x in data.train])
+    rep.say(speed_note)
     t = recipe.train
     per_epoch = math.ceil(len(data.train) / (t.batch_size * t.grad_accum))
     total_steps = t.max_steps or math.ceil(per_epoch * t.epochs)
@@ -229,11 +214,12 @@ def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Rep
         include_num_input_tokens_seen="non_padding",
         disable_tqdm=True, log_level="error", **life.training_args(),
         remove_unused_columns=False, dataloader_num_workers=0,
+        **methods.optimizer_args(recipe, placement.device), **speed_args,
     )
-    trainer = life.trainer_class(Trainer)(
+    trainer = life.trainer_class(speed.trainer_class(recipe))(
         model=model, args=args,
         train_dataset=_to_dataset(data.train), eval_dataset=_to_dataset(data.eval) if has_eval else None,
-        data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100),
+        data_collator=speed.collator(tok, recipe), optimizers=(methods.make_optimizer(model, recipe, args), None),
         callbacks=[_metrics_callback(run, progress, started), *life.callbacks()],
     )
     trainer.remove_callback(PrinterCallback)
@@ -248,10 +234,10 @@ def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Rep
         run.append_metrics({"step": trainer.state.global_step, "total_steps": trainer.state.max_steps,
                             "epoch": round(trainer.state.epoch or 0, 4), "eval_loss": final["eval_loss"],
                             "elapsed_s": round(time.time() - started, 2)})
-    target = run.adapter if recipe.method == "lora" else run.model
+    target = run.adapter if methods.final_weights_kind(recipe) == "adapter" else run.model
 
     def save(folder: Path) -> None:
-        trainer.model.save_pretrained(str(folder))
+        methods.save_pretrained(trainer.model, folder)
         tok.save_pretrained(str(folder))
 
     _atomic_save(target, save)

@@ -1,0 +1,268 @@
+"""Memory and time estimate for a recipe on this machine, without loading the weights.
+
+Reads the model's config.json (and the weights' file size), tokenizes a sample of the data for
+its length distribution, and adds up what a training step holds at its peak: weights, gradients,
+optimizer states, activations (per layer and the logits, the largest term for small models with
+big vocabularies) and the runtime itself. On CPU the figure is peak RSS; on CUDA, GPU memory.
+The constants were fitted to measured peaks (tests/test_estimate.py keeps them honest: ±30%).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+GiB = 1024**3
+MiB = 1024**2
+RUNTIME_BYTES = 700 * MiB  # python + torch + transformers/peft/datasets + Trainer + tokenizer, measured on CPU
+ACT_BYTES_PER_TOKEN_LAYER = (50, 12)  # bytes per token per layer: 50 * hidden + 12 * intermediate (bf16 autocast)
+LOGIT_BYTES_PER_TOKEN = 14  # per vocab entry: bf16 logits + fp32 upcast + log-softmax + their gradient
+CKPT_ACT_FACTOR = 0.12  # activations kept with gradient checkpointing (layer inputs + one layer's worth)
+
+
+@dataclass
+class Estimate:
+    weights_bytes: int
+    gradients_bytes: int
+    optimizer_bytes: int
+    activations_bytes: int
+    runtime_bytes: int
+    peak_bytes: int
+    available_bytes: int
+    fits: bool
+    seconds_per_epoch: float | None
+    tokens_per_epoch: int
+    checkpointing: bool
+    advice: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        def g(b: int) -> str:
+            return f"{b / GiB:.2f} GiB"
+
+        out = [
+            f"weights {g(self.weights_bytes)}, gradients {g(self.gradients_bytes)}, optimizer {g(self.optimizer_bytes)}, "
+            f"activations {g(self.activations_bytes)}{' (checkpointing)' if self.checkpointing else ''}, runtime {g(self.runtime_bytes)}",
+            f"peak {g(self.peak_bytes)} of {g(self.available_bytes)} available: "
+            + ("fits" if self.fits else "DOES NOT FIT"),
+        ]
+        if self.seconds_per_epoch is not None:
+            out.append(f"time per epoch ~{_duration(self.seconds_per_epoch)} ({self.tokens_per_epoch:,} tokens)")
+        out += [f"advice: {a}" for a in self.advice]
+        return out
+
+
+def _duration(s: float) -> str:
+    if s < 90:
+        return f"{s:.0f}s"
+    if s < 5400:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"
+
+
+@dataclass
+class ModelShape:
+    params: int
+    layers: int
+    hidden: int
+    intermediate: int
+    vocab: int
+    tied: bool
+    linear_params: int  # in the transformer blocks (what LoRA targets and QLoRA quantizes)
+    file_bytes: int  # the weights on disk (they are memory-mapped while loading)
+
+
+def model_shape(path: str) -> ModelShape:
+    """Parameter counts from config.json alone (Llama-style decoder arithmetic)."""
+    p = Path(path)
+    cfg = json.loads((p / "config.json").read_text(encoding="utf-8"))
+    cfg = cfg.get("text_config", cfg)
+    h, n = cfg["hidden_size"], cfg["num_hidden_layers"]
+    i = cfg.get("intermediate_size") or 4 * h
+    v = cfg["vocab_size"]
+    heads = cfg.get("num_attention_heads", 1)
+    kv = cfg.get("num_key_value_heads") or heads
+    hd = cfg.get("head_dim") or h // heads
+    attn = h * heads * hd * 2 + h * kv * hd * 2
+    mlp = 3 * h * i
+    per_layer = attn + mlp + 2 * h
+    tied = bool(cfg.get("tie_word_embeddings", False))
+    params = n * per_layer + v * h * (1 if tied else 2) + h
+    files = list(p.glob("*.safetensors")) + list(p.glob("*.bin"))
+    return ModelShape(params, n, h, i, v, tied, n * (attn + mlp), sum(f.stat().st_size for f in files))
+
+
+def _lora_params(shape: ModelShape, r: int) -> int:
+    # all-linear on a Llama block: 7 projections, each r * (in + out)
+    h, i = shape.hidden, shape.intermediate
+    return shape.layers * r * (4 * 2 * h + 3 * (h + i))
+
+
+def token_lengths(recipe, sample: int = 256) -> tuple[list[int], int]:
+    """(a sample of token lengths, number of training examples) from the real data and template."""
+    from . import model as model_mod
+    from .data import DataReport, load_examples
+    from .data.template import ChatTokenizer, resolve_chat_template
+
+    report = DataReport()
+    examples = [ex for spec in recipe.data.train for ex in load_examples(spec, report)]
+    if not examples:
+        return [], 0
+    n = len(examples)
+    if recipe.data.eval_split and not recipe.data.eval:
+        n = n - max(1, round(n * recipe.data.eval_split))
+    resolved = model_mod.resolve(recipe.model.name_or_path)
+    tok = model_mod.load_tokenizer(resolved, recipe.model.revision, recipe.model.trust_remote_code)
+    template, _ = resolve_chat_template(tok, recipe.model.chat_template)
+    chat = ChatTokenizer(tok, template, recipe.data.max_length, recipe.data.train_on_prompt)
+    picked = random.Random(0).sample(examples, min(sample, len(examples)))
+    lengths = []
+    for ex in picked:
+        try:
+            lengths.append(len(chat(ex).input_ids))
+        except Exception:  # bad rows are reported by training itself
+            continue
+    return lengths, n
+
+
+def available_memory(device: str) -> int:
+    if device.startswith("cuda"):
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(int(device.split(":")[1]) if ":" in device else 0)
+        return int(free)
+    import psutil
+
+    return int(psutil.virtual_memory().available + psutil.Process().memory_info().rss)
+
+
+def matmul_flops(dtype: str = "bf16", size: int = 1024, seconds: float = 0.3) -> float:
+    """Measured dense matmul rate (FLOP/s) of this machine in the given precision."""
+    import time
+
+    import torch
+
+    dt = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype, torch.float32)
+    a = torch.randn(size, size, dtype=dt)
+    b = torch.randn(size, size, dtype=dt)
+    a @ b
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        n += 1
+    return 2 * size**3 * n / (time.perf_counter() - t0)
+
+
+def batch_tokens(lengths: list[int], batch: int, grouped: bool, packing: bool) -> tuple[float, float]:
+    """(mean, largest) tokens computed per forward pass, padding included, for the batching strategy."""
+    if not lengths:
+        return 0.0, 0.0
+    s = sorted(lengths)
+    if packing:
+        return sum(s) / len(s) * batch, float(sum(s[-batch:]))
+    if grouped:  # speed.LengthGroupedBatches: batches of neighbours in length order
+        chunks = [s[k:k + batch] for k in range(0, len(s), batch)]
+        return sum(max(c) * batch for c in chunks) / len(chunks), float(s[-1] * batch)
+    rng = random.Random(0)
+    tot = sum(max(rng.choice(lengths) for _ in range(batch)) * batch for _ in range(64))
+    return tot / 64, float(s[-1] * batch)
+
+
+def estimate(recipe, lengths: list[int] | None = None, n_examples: int | None = None, device: str | None = None,
+             precision: str | None = None, flops: float | None = None, available_bytes: int | None = None) -> Estimate:
+    """Peak memory and time per epoch for `recipe` here. Data lengths and hardware are measured when
+    not given (the data is tokenized from a sample; config.json is read, the weights are not loaded)."""
+    from . import model as model_mod
+
+    if lengths is None:
+        lengths, n_examples = token_lengths(recipe)
+    n_examples = n_examples if n_examples is not None else len(lengths)
+    if device is None or precision is None:
+        from . import device as device_mod
+
+        placement = device_mod.choose(recipe.device, recipe.precision)
+        device, precision = device or placement.device, precision or placement.precision
+    shape = model_shape(model_mod.resolve(recipe.model.name_or_path).path)
+    from .methods import storage_dtype
+
+    cuda = device.startswith("cuda")
+    method = recipe.method
+    store = {"fp32": 4, "bf16": 2, "fp16": 2}[storage_dtype(recipe, precision)]
+    embed = shape.vocab * shape.hidden * (1 if shape.tied else 2)
+    other = shape.params - shape.linear_params
+    if method == "qlora":
+        bits = recipe.qlora.bits
+        per = 0.5 + (4 / 64 if not recipe.qlora.double_quant else 1.2 / 64) if bits == 4 else 1.0 + 4 / shape.hidden
+        weights = int(shape.linear_params * per + other * store)
+    else:
+        weights = shape.params * store
+
+    if method in ("lora", "qlora"):
+        trainable = _lora_params(shape, recipe.lora.r)
+        if recipe.lora.modules_to_save:
+            trainable += embed if any(m in ("lm_head", "embed_tokens") for m in recipe.lora.modules_to_save) else 0
+    elif method == "freeze":
+        per_layer = shape.linear_params // shape.layers
+        trainable = per_layer * min(recipe.freeze.layers, shape.layers) + (embed if recipe.freeze.modules else 0)
+    else:
+        trainable = shape.params
+    gradients = trainable * 4
+    opt_bytes = 2 if (method in ("full", "freeze") and recipe.full.optim == "adamw_8bit") else 8
+    optimizer = trainable * opt_bytes
+    if method in ("full", "freeze") and precision in ("bf16", "fp16") and not cuda:
+        weights += trainable * 2  # autocast keeps a half-precision copy of trainable weights per step
+
+    batch = recipe.train.batch_size
+    tokens, peak_tokens = batch_tokens(lengths, batch, recipe.speed.group_by_length, recipe.speed.packing)
+    per_tok_layer = ACT_BYTES_PER_TOKEN_LAYER[0] * shape.hidden + ACT_BYTES_PER_TOKEN_LAYER[1] * shape.intermediate
+    if precision == "fp32":
+        per_tok_layer *= 2
+    layer_act = peak_tokens * per_tok_layer * shape.layers
+    logits = peak_tokens * shape.vocab * LOGIT_BYTES_PER_TOKEN * (1.4 if precision == "fp32" else 1.0)
+
+    def total(ckpt: bool) -> tuple[int, int]:
+        act = int((layer_act * CKPT_ACT_FACTOR if ckpt else layer_act) + logits)
+        # loading memory-maps the checkpoint file while building the model: a peak of its own
+        load = weights + (shape.file_bytes if not cuda else 0)
+        steady = weights + gradients + optimizer + act
+        runtime = 0 if cuda else RUNTIME_BYTES
+        return act, int(max(load, steady) + runtime)
+
+    avail = available_bytes if available_bytes is not None else available_memory(device)
+    ckpt_choice = recipe.speed.gradient_checkpointing
+    act, peak = total(False)
+    ckpt = ckpt_choice is True or (ckpt_choice == "auto" and peak > avail * 0.9)
+    if ckpt:
+        act, peak = total(True)
+    fits = peak <= avail * 0.9
+
+    advice: list[str] = []
+    if not fits:
+        if not ckpt:
+            advice.append("turn on speed.gradient_checkpointing (saves activations)")
+        if method in ("lora", "full", "freeze"):
+            advice.append("use method: qlora (4-bit base weights)")
+        if recipe.data.max_length > 256 and lengths and max(lengths) > 256:
+            advice.append(f"shorten data.max_length (now {recipe.data.max_length}; e.g. {recipe.data.max_length // 2})")
+        if batch > 1:
+            advice.append(f"lower train.batch_size (now {batch}) and raise train.grad_accum to keep the effective batch")
+
+    real_tokens = int(sum(lengths) / max(len(lengths), 1) * n_examples)
+    seconds = None
+    if lengths:
+        rate = flops if flops is not None else matmul_flops(precision if precision != "fp16" or cuda else "fp32")
+        computed = tokens / batch * n_examples if batch else real_tokens
+        train_frac = trainable / shape.params
+        flop_per_token = 2 * shape.params * (2 + train_frac) + (2 * shape.params if ckpt else 0)
+        seconds = computed * flop_per_token / (rate * 0.45)  # ~45% of peak matmul rate on real models
+    return Estimate(weights, gradients, optimizer, act, 0 if cuda else RUNTIME_BYTES, peak, avail, fits, seconds,
+                    real_tokens, ckpt, advice)
+
+
+def describe(recipe) -> list[str]:
+    """Estimate lines for `tuneforge validate` (never fails the command)."""
+    try:
+        return estimate(recipe).lines()
+    except Exception as exc:  # noqa: BLE001 - an estimate is advice, not a gate
+        return [f"(no estimate: {type(exc).__name__}: {exc})"]

@@ -1,0 +1,104 @@
+"""The memory/time estimate: its parts add up, it gives the advice that makes a run fit, the CLI
+prints it, and it lands within ±30% of the peak RSS measured in real training runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tuneforge.runner.estimate import GiB, estimate, model_shape
+from tuneforge.runner.recipe import recipe_from_dict
+
+
+def _alpaca_rows(path, n=16, words=60):
+    path.write_text("".join(json.dumps({"instruction": f"Describe item {i}.", "output": " ".join(["word"] * (words + 7 * i))}) + "\n"
+                            for i in range(n)))
+    return path
+
+
+def _recipe(model_dir, data, max_length=256, **extra):
+    d = {"model": {"name_or_path": str(model_dir)}, "device": "cpu",
+         "data": {"train": [{"path": str(data)}], "max_length": max_length}, **extra}
+    return recipe_from_dict(d)
+
+
+def test_model_shape_counts_parameters_from_config_alone(tiny_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    shape = model_shape(str(tiny_model_dir))
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    assert shape.params == sum(p.numel() for p in model.parameters())
+    assert shape.layers == 2 and shape.vocab == model.config.vocab_size and shape.tied
+
+
+def test_parts_add_up_and_methods_order_as_expected(tiny_model_dir, tmp_path):
+    data = _alpaca_rows(tmp_path / "a.jsonl")
+    common = dict(device="cpu", precision="bf16", flops=1e11, available_bytes=64 * GiB)
+    ests = {m: estimate(_recipe(tiny_model_dir, data, method=m), **common) for m in ("full", "freeze", "lora", "qlora")}
+    for e in ests.values():
+        assert e.fits and e.peak_bytes >= e.weights_bytes + e.gradients_bytes + e.optimizer_bytes + e.activations_bytes
+        assert e.seconds_per_epoch > 0 and e.tokens_per_epoch > 16 * 60
+    assert ests["qlora"].weights_bytes < ests["lora"].weights_bytes < ests["full"].weights_bytes
+    assert ests["lora"].optimizer_bytes < ests["freeze"].optimizer_bytes < ests["full"].optimizer_bytes
+    eight = estimate(_recipe(tiny_model_dir, data, method="full", full={"optim": "adamw_8bit"}), **common)
+    assert eight.optimizer_bytes * 4 == ests["full"].optimizer_bytes
+
+
+def test_a_run_that_does_not_fit_gets_advice_and_auto_checkpointing(tiny_model_dir, tmp_path):
+    from tuneforge.runner.speed import checkpointing_needed
+
+    rec = _recipe(tiny_model_dir, _alpaca_rows(tmp_path / "a.jsonl"), max_length=1024, method="full")
+    lengths = [900, 1000, 700, 800] * 8
+    roomy = estimate(rec, lengths, 32, "cpu", "bf16", flops=1e11, available_bytes=64 * GiB)
+    assert roomy.fits and not roomy.checkpointing and checkpointing_needed(rec, roomy)[0] is False
+    tight = estimate(rec, lengths, 32, "cpu", "bf16", flops=1e11, available_bytes=int(roomy.peak_bytes * 0.9))
+    assert tight.checkpointing and tight.activations_bytes < roomy.activations_bytes
+    assert checkpointing_needed(rec, tight) == (True, "auto: the memory estimate says the run needs it")
+    tiny = estimate(rec, lengths, 32, "cpu", "bf16", flops=1e11, available_bytes=GiB // 4)
+    assert not tiny.fits
+    advice = " | ".join(tiny.advice)
+    assert "method: qlora" in advice and "data.max_length" in advice and "train.batch_size" in advice
+    off = estimate(rec.model_copy(update={"speed": rec.speed.model_copy(update={"gradient_checkpointing": False})}),
+                   lengths, 32, "cpu", "bf16", flops=1e11, available_bytes=GiB // 4)
+    assert any("gradient_checkpointing" in a for a in off.advice)
+
+
+def test_validate_prints_the_estimate_as_yaml_comments(tiny_model_dir, tmp_path, run_cli):
+    data = _alpaca_rows(tmp_path / "a.jsonl")
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({"model": {"name_or_path": str(tiny_model_dir)}, "data": {"train": [{"path": str(data)}]}}))
+    out = run_cli("validate", str(path))
+    assert out.returncode == 0, out.stderr
+    assert yaml.safe_load(out.stdout)["method"] == "lora"  # still a valid recipe
+    comments = [ln for ln in out.stdout.splitlines() if ln.startswith("# ")]
+    assert comments[0] == "# estimate for this machine:"
+    assert any(ln.startswith("# weights ") for ln in comments) and any("available: fits" in ln for ln in comments)
+    assert any(ln.startswith("# time per epoch ~") for ln in comments)
+
+
+MEASURE = """
+import json, resource, sys
+from tuneforge.runner.recipe import recipe_from_dict
+from tuneforge.runner.train import train
+train(recipe_from_dict(json.loads(sys.argv[1])), progress_mode="plain")
+print("PEAK", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+@pytest.mark.parametrize("method, batch, max_length", [("lora", 4, 256), ("full", 2, 128)])
+def test_estimate_is_within_30_percent_of_the_measured_peak(smollm2_dir, tmp_path, method, batch, max_length):
+    data = _alpaca_rows(tmp_path / "a.jsonl", n=12, words=40)
+    d = {"name": "m", "method": method, "model": {"name_or_path": str(smollm2_dir)}, "device": "cpu",
+         "data": {"train": [{"path": str(data)}], "max_length": max_length},
+         "train": {"max_steps": 2, "batch_size": batch}, "output": {"runs_dir": str(tmp_path / "runs")}}
+    est = estimate(recipe_from_dict(d))
+    proc = subprocess.run([sys.executable, "-c", MEASURE, json.dumps(d)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    measured = int(proc.stdout.split("PEAK")[-1])
+    print(f"{method}: estimated {est.peak_bytes / 2**20:.0f} MiB, measured {measured / 2**20:.0f} MiB")
+    assert 0.7 * measured <= est.peak_bytes <= 1.3 * measured
