@@ -98,7 +98,8 @@ def validate(
     if estimate:  # as YAML comments, so the output stays a valid recipe
         from .estimate import describe
 
-        typer.echo("".join(f"# {line}\n" for line in ["estimate for this machine:", *describe(rec)]), nl=False)
+        lines = [part for line in ["estimate for this machine:", *describe(rec)] for part in str(line).splitlines()]
+        typer.echo("".join(f"# {line}\n" for line in lines), nl=False)
 
 
 @recipe_app.command("schema")
