@@ -225,6 +225,8 @@ def estimate(recipe, lengths: list[int] | None = None, n_examples: int | None = 
         act = int((layer_act * CKPT_ACT_FACTOR if ckpt else layer_act) + logits)
         # loading memory-maps the checkpoint file while building the model: a peak of its own
         load = weights + (shape.file_bytes if not cuda else 0)
+        if method == "qlora":  # bitsandbytes quantizes from a full-precision copy of each weight
+            load += shape.params * store
         steady = weights + gradients + optimizer + act
         runtime = 0 if cuda else RUNTIME_BYTES
         return act, int(max(load, steady) + runtime)

@@ -12,7 +12,7 @@ its own subprocess (so peak RSS is its own), and the configurations run interlea
   (b) baseline   -- transformers Trainer + peft like LLaMA-Factory's defaults: fp32 weights with bf16
                    autocast, gradient checkpointing on, random batches padded to their longest row,
                    LoRA rank 8 / alpha 16 / dropout 0 on all linear layers, lr 1e-4, warmup 0.1
-  (q) qlora      -- tuneforge method qlora (4-bit NF4 base) with checkpointing and batch 2 x grad_accum 4
+  (q) qlora      -- tuneforge method qlora (4-bit NF4 base) with checkpointing and batch/4 x grad_accum 4
                    (the memory-saving configuration: same effective batch)
 
 Run:  python scripts/bench_train.py --examples 120 --repeats 2 [--write docs/benchmarks.md]
@@ -214,7 +214,7 @@ def run_child(kind: str, args, work: Path) -> dict:
 
 
 LABELS = {"tuneforge": "(a) tuneforge defaults: LoRA r16", "baseline": "(b) LLaMA-Factory-style baseline: LoRA r8",
-          "qlora": "(q) tuneforge QLoRA 4-bit, checkpointing, batch 2x4"}
+          "qlora": "(q) tuneforge QLoRA 4-bit, checkpointing, batch 1x4 (batch/4 x grad_accum 4)"}
 
 
 def table(results: dict[str, list[dict]], peak: float, args) -> str:
@@ -300,8 +300,8 @@ eval loss on the last {args.eval} alpaca rows. Both sides train on identical tok
 - real tokens/s counts only non-pad tokens; padding = pad share of the tokens computed.
 - MFU = real tokens/s x (4 N + 2 N_trainable) / measured peak (gradient-checkpoint recompute not counted).
 - Peak RSS per configuration, each in its own process (ru_maxrss, includes the model-loading peak).
-- Runs are interleaved (a, b, q, then b, a, ...) and medians reported: the machine is shared, so
-  absolute rates move with other load, but both sides see the same conditions.
+- Runs are interleaved (a, b, q; with --repeats N then b, a, ...) and medians reported: the machine
+  is shared, so absolute rates move with other load. The run above is {args.repeats} round(s).
 - Baseline (b): fp32 weights + bf16 autocast, gradient checkpointing on, random batches padded to
   the longest row, LoRA r8/alpha16/dropout 0, lr 1e-4, warmup 0.1 (LLaMA-Factory's defaults).
   tuneforge (a): recipe defaults -- LoRA r16/alpha32/dropout 0.05, lr 2e-4, warmup 0.03, frozen base
