@@ -47,7 +47,8 @@ def draft_from_file(path: Path) -> dict[str, Any]:
     name = model.get("name_or_path")
     if isinstance(name, str) and (name.startswith(("./", "../", "/", "~")) or name.endswith(".gguf") or (base / name).exists()):
         model["name_or_path"] = _from_base(name, base)
-    data.setdefault("model", model)
+    model.setdefault("name_or_path", field_spec("model.name_or_path").default)
+    data["model"] = model
     data.setdefault("train", {})
     return data
 

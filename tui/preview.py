@@ -4,7 +4,9 @@ preview is exactly what training will see. Runs in a worker thread (loads a toke
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from rich.text import Text
@@ -48,22 +50,31 @@ def build_preview(path: str, fmt: str, model: str, chat_template: str, max_lengt
         if bad > 0.05:
             out.problem = f"{bad:.0%} of the rows are bad (training stops above 5%)"
             out.fix = "fix the rows listed in the report"
-        tok, chat = _chat_tokenizer(model, chat_template, max_length, train_on_prompt)
-        out.template = chat.template_name
-        for ex in examples[:n]:
-            out.examples.append(render_example(tok, chat, ex))
+        with _LOAD_LOCK:  # one tokenizer user at a time (a cancelled preview may still be running)
+            tok, chat = _chat_tokenizer(model, chat_template, max_length, train_on_prompt)
+            out.template = chat.template_name
+            for ex in examples[:n]:
+                out.examples.append(render_example(tok, chat, ex))
     except TuneforgeError as exc:
         out.problem, out.fix = exc.message, exc.fix
         out.usable = False
     return out
 
 
-def _chat_tokenizer(model: str, chat_template: str, max_length: int, train_on_prompt: bool):
+_LOAD_LOCK = threading.Lock()  # transformers' lazy imports and rust tokenizers are not thread-safe
+
+
+@lru_cache(maxsize=4)
+def _tokenizer(model: str):
     from tuneforge.runner import model as model_mod
+
+    return model_mod.load_tokenizer(model_mod.resolve(model))
+
+
+def _chat_tokenizer(model: str, chat_template: str, max_length: int, train_on_prompt: bool):
     from tuneforge.runner.data.template import ChatTokenizer, resolve_chat_template
 
-    resolved = model_mod.resolve(model)
-    tok = model_mod.load_tokenizer(resolved)
+    tok = _tokenizer(model)
     template, name = resolve_chat_template(tok, chat_template)
     chat = ChatTokenizer(tok, template, max_length, train_on_prompt)
     chat.template_name = name

@@ -77,6 +77,8 @@ class WizardStep(Screen):
         return errors
 
     def on_field_editor_changed(self, event: FieldEditor.Changed) -> None:
+        if event.value == d.get(self.draft, event.path) or (event.value is None and d.get(self.draft, event.path) is None):
+            return  # e.g. a Select announcing its initial value
         d.put(self.draft, event.path, event.value)
         self.state.touched.add(event.path)
         self.refresh_errors()

@@ -62,6 +62,8 @@ class ReviewStep(WizardStep):
 
     def on_input_changed(self, event: Input.Changed) -> None:
         if event.input.id == "recipe-path":
+            if event.value.strip() == self.state.recipe_path_text():
+                return  # the value shown at mount or set by a name change, not an edit
             self.state.recipe_path = Path(event.value.strip()) if event.value.strip() else None
             self.state.path_touched = True
             self.update_review()
