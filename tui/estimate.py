@@ -82,6 +82,10 @@ def available_memory(device: str) -> tuple[str, int]:
     return "cpu", int(psutil.virtual_memory().available)
 
 
+def cpu_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def _count_examples(recipe) -> int | None:
     total = 0
     for spec in recipe.data.train:
@@ -147,7 +151,7 @@ def _estimate_for(recipe) -> Estimate:
         if "qlora" in _methods() and method != "qlora" and device == "cuda":
             advice.append("use method qlora: 4-bit base weights")
     flops_per_token = (6 if method == "full" else 4) * params
-    throughput = 0.3 * 100e12 if device == "cuda" else 15e9 * (os.cpu_count() or 1)
+    throughput = 0.3 * 100e12 if device == "cuda" else 15e9 * cpu_cores()
     n = _count_examples(recipe)
     seconds = None
     if n:
