@@ -32,10 +32,12 @@ class DataPreview:
 
 
 def build_preview(path: str, fmt: str, model: str, chat_template: str, max_length: int,
-                  train_on_prompt: bool, placeholders: dict[str, str] | None = None, n: int = 3) -> DataPreview:
+                  train_on_prompt: bool, placeholders: dict[str, str] | None = None, max_samples: int | None = None,
+                  n: int = 3) -> DataPreview:
     out = DataPreview(path)
     try:
-        spec = DatasetSpec(path=str(Path(path).expanduser().resolve()), format=fmt, placeholders=placeholders or {})
+        spec = DatasetSpec(path=str(Path(path).expanduser().resolve()), format=fmt, placeholders=placeholders or {},
+                           max_samples=max_samples)
         rows = read_rows(spec.path)
         out.format = fmt if fmt != "auto" else next((f for f in map(detect_format, rows[:5]) if f), None)
         report = DataReport()

@@ -59,6 +59,15 @@ class WizardStep(Screen):
     def body(self) -> ComposeResult:
         yield from ()
 
+    def on_mount(self) -> None:
+        """Focus the step's first control before the first paint, so keys typed as soon as the
+        step appears (type-ahead, tmux send-keys, a slow SSH link) land in it."""
+        if self.AUTO_FOCUS:
+            for widget in self.query(self.AUTO_FOCUS):
+                if widget.focusable:
+                    widget.focus(scroll_visible=False)
+                    break
+
     def editor(self, path: str, **kw) -> FieldEditor:
         return FieldEditor(path, d.get(self.draft, path), **kw)
 

@@ -63,11 +63,12 @@ class DatasetStep(WizardStep):
         spec = d.get(self.draft, "data.train.0") or {}
         self.preview_worker(path, spec.get("format") or "auto", d.get(self.draft, "model.name_or_path", "smollm2-135m"),
                             d.get(self.draft, "model.chat_template") or "auto", int(d.get(self.draft, "data.max_length") or 1024),
-                            bool(d.get(self.draft, "data.train_on_prompt")), spec.get("placeholders") or {})
+                            bool(d.get(self.draft, "data.train_on_prompt")), spec.get("placeholders") or {},
+                            spec.get("max_samples") if isinstance(spec.get("max_samples"), int) else None)
 
     @work(thread=True, exclusive=True, group="preview")
-    def preview_worker(self, path, fmt, model, template, max_length, train_on_prompt, placeholders) -> None:
-        preview = build_preview(path, fmt, model, template, max_length, train_on_prompt, placeholders)
+    def preview_worker(self, path, fmt, model, template, max_length, train_on_prompt, placeholders, max_samples) -> None:
+        preview = build_preview(path, fmt, model, template, max_length, train_on_prompt, placeholders, max_samples)
         self.app.call_from_thread(self._show, preview)
 
     def _show(self, p: DataPreview) -> None:
