@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+
 import typer
 
 HINT = ("tuneforge: the interactive app needs a terminal (stdin and stdout are not a TTY).\n"
@@ -22,6 +23,10 @@ def open_app(start: str = "runs", edit: Path | None = None) -> None:
         from .errors import TuneforgeError
 
         raise TuneforgeError(f"recipe file '{edit}' does not exist", "check the path, or run: tuneforge new")
+    if edit is not None:
+        from tuneforge.tui.draft import draft_from_file
+
+        draft_from_file(edit)  # a broken file is reported here (exit 2), not inside the app
     from tuneforge.tui.app import TuneforgeApp
 
     TuneforgeApp(start=start, edit=edit).run()

@@ -44,3 +44,16 @@ def test_first_screens_do_not_import_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert "SCREEN RunsScreen" in out.stdout and "SCREEN ModelStep" in out.stdout, out.stdout + out.stderr
     assert "HEAVY []" in out.stdout, out.stdout + out.stderr
+
+
+def test_edit_of_a_broken_recipe_is_a_user_error(tmp_path):
+    (tmp_path / "bad.yaml").write_text("name: [unclosed\n")
+    code = (
+        "import sys\n"
+        "sys.stdin.isatty = lambda: True; sys.stdout.isatty = lambda: True\n"
+        "sys.argv = ['tuneforge', 'new', '--edit', 'bad.yaml']\n"
+        "from tuneforge.runner.cli import main\n"
+        "main()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert out.returncode == 2 and "not valid YAML" in out.stderr and "Traceback" not in out.stderr

@@ -65,7 +65,11 @@ class TuneforgeApp(App):
 
         self.push_screen(RunsScreen(self.runs_dir))
         if self.edit is not None:
-            self.wizard = WizardState.from_file(self.edit)
+            try:
+                self.wizard = WizardState.from_file(self.edit)
+            except Exception as exc:  # noqa: BLE001 - a user's file: say what is wrong, keep the app
+                self.notify(getattr(exc, "message", str(exc)), severity="error")
+                return
             self.wizard_goto(0)
         elif self.start == "new":
             self.action_new_recipe()
