@@ -21,7 +21,7 @@ class RunsScreen(Screen):
         Binding("o", "app.open_recipe", "Open recipe"),
         Binding("enter", "monitor", "Monitor", show=True),
         Binding("r", "refresh_runs", "Refresh"),
-        Binding("q", "app.quit", "Quit"),
+        Binding("q", "app.quit", "Quit", show=False),
     ]
     DEFAULT_CSS = """
     RunsScreen #title { height: 1; background: $panel; padding: 0 1; text-style: bold; }
