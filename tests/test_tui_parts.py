@@ -41,7 +41,7 @@ def test_suggestions_follow_method_and_size():
     assert suggest("lora", 135e6, 512)["data.max_length"] == 512
 
 
-def test_estimate_grows_with_method_and_batch_and_says_when_it_does_not_fit(tiny_model_dir, monkeypatch):
+def test_fallback_estimate_grows_with_method_and_batch_and_says_when_it_does_not_fit(tiny_model_dir, monkeypatch):
     from tuneforge.runner.recipe import Recipe
     from tuneforge.tui import estimate
 
@@ -49,11 +49,11 @@ def test_estimate_grows_with_method_and_batch_and_says_when_it_does_not_fit(tiny
     base = {"model": {"name_or_path": str(tiny_model_dir)}, "data": {"train": [{"path": data}], "max_length": 256},
             "device": "cpu"}
     monkeypatch.setattr(estimate, "available_memory", lambda device: ("cpu", 2**30))
-    lora = estimate._estimate_for(Recipe.model_validate({**base, "method": "lora"}))
-    full = estimate._estimate_for(Recipe.model_validate({**base, "method": "full"}))
+    lora = estimate.fallback_estimate(Recipe.model_validate({**base, "method": "lora"}))
+    full = estimate.fallback_estimate(Recipe.model_validate({**base, "method": "full"}))
     assert 0 < lora.peak_bytes < full.peak_bytes and lora.fits
     assert lora.seconds_per_epoch and lora.seconds_per_epoch > 0  # 999 examples counted
-    huge = estimate._estimate_for(Recipe.model_validate({**base, "method": "full", "train": {"batch_size": 512},
+    huge = estimate.fallback_estimate(Recipe.model_validate({**base, "method": "full", "train": {"batch_size": 512},
                                                          "data": {**base["data"], "max_length": 4096}}))
     assert not huge.fits and any("batch_size" in a for a in huge.advice)
 
@@ -98,6 +98,7 @@ async def test_estimate_panel_turns_red_when_it_does_not_fit(tmp_path, monkeypat
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(estimate, "available_memory", lambda device: ("cpu", 64 * 2**20))
+    monkeypatch.setattr(estimate, "_estimate_for", estimate.fallback_estimate)  # the same with the runner's estimator
     app = TuneforgeApp(start="new")
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_screen(pilot, "ModelStep")

@@ -114,7 +114,11 @@ def _estimate_for(recipe) -> Estimate:
         runner_estimate = None
     if runner_estimate is not None:
         return runner_estimate(recipe)
+    return fallback_estimate(recipe)
 
+
+def fallback_estimate(recipe) -> Estimate:
+    """The first-order estimate described at the top of this module."""
     shape = _model_shape(recipe.model.name_or_path)
     params = shape.get("params") or 0
     device, available = available_memory(recipe.device)

@@ -10,7 +10,8 @@ from textual.containers import Vertical
 from textual.widgets import Label, RadioButton, RadioSet, Static
 
 from .. import draft as d
-from ..estimate import Estimate, _estimate_for, gib
+from .. import estimate as estimate_mod
+from ..estimate import Estimate, gib
 from .base import WizardStep
 
 METHOD_HELP = {
@@ -71,7 +72,7 @@ class MethodStep(WizardStep):
         if not train or not train[0].get("path"):
             probe.setdefault("data", {})["train"] = [{"path": "(dataset not chosen yet)"}]
         checked = d.check(probe)
-        est = _estimate_for(checked.recipe) if checked.recipe is not None else None
+        est = estimate_mod._estimate_for(checked.recipe) if checked.recipe is not None else None
         self.app.call_from_thread(self._show_estimate, est)
 
     def _show_estimate(self, est: Estimate | None) -> None:
