@@ -82,6 +82,8 @@ class Term:
     def __init__(self, command: str):
         self.sock = f"tftest-{uuid.uuid4().hex[:8]}"
         subprocess.run(["tmux", "-L", self.sock, "new-session", "-d", "-x", "80", "-y", "24", "-s", "t", command], check=True)
+        # keep the pane after ssh exits, so a failure shows the last screen (e.g. a traceback)
+        subprocess.run(["tmux", "-L", self.sock, "set-option", "-t", "t", "remain-on-exit", "on"], check=True)
 
     def keys(self, *keys: str, literal: bool = False) -> None:
         subprocess.run(["tmux", "-L", self.sock, "send-keys", "-t", "t", *(["-l"] if literal else []), *keys], check=True)
@@ -108,8 +110,10 @@ class Term:
         cursor in the focused input), so typed keys cannot overtake the focus change."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            rows = [i for i, line in enumerate(self.screen().splitlines()) if line == f" {label}" or line.startswith(f" {label} ")]
-            if rows and self.cursor_row() == rows[0]:
+            lines = self.screen().splitlines()
+            rows = [i for i, line in enumerate(lines) if line == f" {label}" or line.startswith(f" {label} ")]
+            input_focused = lines and "? Help" not in lines[-1]  # the footer drops '?' while typing
+            if rows and input_focused and self.cursor_row() == rows[0]:
                 return
             before = self.cursor_row()
             self.keys("Tab")
@@ -129,6 +133,10 @@ class Term:
         handled after printable keys already queued, so typing on at once could be wiped out)."""
         self.keys("End", "C-u")
         _poll(lambda: (self.field(label) or "").startswith("default:") or self.field(label) == "", 10, f"{label} cleared")
+
+    def alive(self) -> bool:
+        out = subprocess.run(["tmux", "-L", self.sock, "display", "-p", "-t", "t", "#{pane_dead}"], capture_output=True, text=True)
+        return out.stdout.strip() == "0"
 
     def close(self) -> None:
         subprocess.run(["tmux", "-L", self.sock, "kill-server"], capture_output=True)
@@ -153,7 +161,7 @@ def test_wizard_over_ssh_starts_a_detached_run_that_finishes(sshd, tiny_model_di
         term.tab_to("model")
         term.clear_field("model")
         term.type(str(tiny_model_dir))
-        term.wait("parameters:", 30)
+        term.wait("3.2M (3,219,776)", 30)  # the tiny model's details, not the embedded one's
         term.keys("C-n")
         term.wait("Method (", 30)
         term.keys("C-n")
@@ -190,6 +198,7 @@ def test_wizard_over_ssh_starts_a_detached_run_that_finishes(sshd, tiny_model_di
         assert (work / "runs" / "e2e" / "adapter").is_dir()
         assert (work / "e2e.yaml").is_file()
         term.wait("finished", 20)  # the monitor shows it too
+        assert term.alive(), "the app (or ssh) exited:\n" + term.screen()
         out = subprocess.run([sys.executable, "-m", "tuneforge.runner.cli", "validate", "e2e.yaml"], cwd=work,
                              capture_output=True, text=True)
         assert out.returncode == 0, out.stderr

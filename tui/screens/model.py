@@ -29,6 +29,7 @@ class ModelStep(WizardStep):
 
     def on_mount(self) -> None:
         self._info: modelinfo.ModelInfo | None = None
+        self._next_when_ready = False
         self.inspect_model(d_get(self.draft))
 
     def on_model_picker_chosen(self, event: ModelPicker.Chosen) -> None:
@@ -47,17 +48,24 @@ class ModelStep(WizardStep):
         self.app.call_from_thread(self._show_info, info)
 
     def _show_info(self, info: modelinfo.ModelInfo) -> None:
+        if info.source != d_get(self.draft).strip() and self._info is not None and self._info.source == d_get(self.draft).strip():
+            return  # a slower, older lookup: keep the current one
         self._info = info
         self.state.model_info = info
         panel = self.query_one("#model-info", Static)
         panel.update("\n".join(info.lines()))
         panel.set_class(bool(info.problem), "-error")
         panel.styles.border = ("round", "red" if info.problem else "green")
+        if getattr(self, "_next_when_ready", False) and info.source == d_get(self.draft).strip():
+            self._next_when_ready = False
+            if not info.problem:
+                self.action_next()
 
     def problems(self) -> list[str]:
         out = super().problems()
         if self._info is None or self._info.source != d_get(self.draft):
-            out.append("reading the model's details… press Next again in a moment")
+            self._next_when_ready = True  # Next was pressed early: go on once the details arrive
+            out.append("reading the model's details…")
         elif self._info.problem:
             out.append(self._info.problem)
         return out
