@@ -17,8 +17,9 @@ from .errors import TuneforgeError
 
 app = typer.Typer(
     name="tuneforge",
-    help="Terminal-first fine-tuning of LLMs: recipes in, trained weights and a chat out.",
-    no_args_is_help=True,
+    help="Terminal-first fine-tuning of LLMs: recipes in, trained weights and a chat out. "
+    "Without a command: the interactive app (on a terminal).",
+    no_args_is_help=False,
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
@@ -51,9 +52,28 @@ def _fail(exc: BaseException) -> None:
     raise typer.Exit(code)
 
 
-@app.callback()
-def _main(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False) -> None:
+@app.callback(invoke_without_command=True)
+def _main(ctx: typer.Context, debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False) -> None:
     _state["debug"] = debug
+    if ctx.invoked_subcommand is None:  # bare `tuneforge`: the app (or a hint and exit 2 without a TTY)
+        from .cli_tui import open_app
+
+        _guard(open_app)
+
+
+def _guard(fn, *args) -> None:
+    try:
+        fn(*args)
+    except TuneforgeError as exc:
+        _fail(exc)
+
+
+@app.command()
+def new(edit: Annotated[Optional[Path], typer.Option("--edit", help="Open an existing recipe in the wizard.")] = None) -> None:
+    """Create a recipe with the wizard (model, method, data, hyperparameters), then run it."""
+    from .cli_tui import open_app
+
+    _guard(open_app, "new", edit)
 
 
 RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file.", show_default=False)]

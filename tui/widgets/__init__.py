@@ -1,0 +1,1 @@
+"""Reusable widgets; each reports what the user did with a typed message."""

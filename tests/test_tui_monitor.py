@@ -1,0 +1,127 @@
+"""The runs table and the monitor, fed by a real run's files (a tiny model trained for 3 steps),
+plus Run now from the wizard (a real child process) and Stop (SIGINT to the pid in status.json)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import shared
+from tui_helpers import drive_wizard, screen_text, sync, wait_for, wait_screen
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_model_dir, tmp_path_factory):
+    from tuneforge.runner.recipe import recipe_from_dict
+    from tuneforge.runner.train import train
+
+    root = tmp_path_factory.mktemp("monitor")
+    recipe = recipe_from_dict({
+        "name": "tiny", "method": "lora", "model": {"name_or_path": str(tiny_model_dir)},
+        "data": {"train": [{"path": str(shared("alpaca_en_demo.json")), "max_samples": 12}], "max_length": 64},
+        "train": {"max_steps": 3, "batch_size": 2, "logging_steps": 1, "learning_rate": 1e-3},
+        "output": {"runs_dir": str(root / "runs")}, "device": "cpu",
+    })
+    return train(recipe, progress_mode="plain").run
+
+
+@sync
+async def test_runs_table_and_monitor_show_a_real_finished_run(finished_run):
+    from tuneforge.tui.app import TuneforgeApp
+
+    losses = [r["loss"] for r in map(json.loads, finished_run.metrics.read_text().splitlines()) if r.get("loss") is not None]
+    assert len(losses) == 3
+    app = TuneforgeApp(runs_dir=finished_run.path.parent)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_screen(pilot, "RunsScreen")
+        table = app.screen.query_one("DataTable")
+        row = [str(c) for c in table.get_row_at(0)]
+        assert row[:3] == ["tiny", "finished", "3/3"]
+        assert row[3] == f"{losses[-1]:.4f}"
+        await pilot.press("enter")
+        await wait_screen(pilot, "MonitorScreen")
+        await wait_for(pilot, lambda: app.screen.losses == losses, 10, "losses read")
+        text = screen_text(app)
+        assert "finished" in text and "step 3/3" in text and f"loss {losses[-1]:.4f}" in text
+        assert "lr " in text and "tok/s" in text
+        assert list(app.screen.query_one("Sparkline").data) == losses
+        assert app.screen.query_one("ProgressBar").percentage == 1.0
+        log_text = "\n".join(app.screen.query_one("Log").lines)
+        assert "finished in" in log_text and "step 3/3" in log_text
+        await pilot.press("escape")
+        await wait_screen(pilot, "RunsScreen")
+
+
+@sync
+async def test_dead_runs_are_shown_dead_and_stop_sends_sigint(finished_run, tmp_path):
+    from tuneforge.runner.rundir import RunDir
+    from tuneforge.tui.app import TuneforgeApp
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    # A run whose process is gone: 'running' in status.json, no such pid.
+    dead = RunDir(runs / "ghost")
+    dead.path.mkdir()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead.update_status(state="running", pid=gone.pid, host=socket.gethostname(), step=1, total_steps=9,
+                       started_at="2026-01-01T00:00:00", started_ts=time.time() - 60)
+    # A live process standing in for a trainer: it records the SIGINT it receives.
+    live = RunDir(runs / "live")
+    live.path.mkdir()
+    marker = tmp_path / "got-sigint"
+    proc = subprocess.Popen([sys.executable, "-c",
+                             "import signal, sys, time, pathlib\n"
+                             f"signal.signal(signal.SIGINT, lambda *a: (pathlib.Path({str(marker)!r}).write_text('yes'), sys.exit(0)))\n"
+                             "print('ready', flush=True)\n"
+                             "time.sleep(120)\n"], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    live.update_status(state="running", pid=proc.pid, host=socket.gethostname(), step=2, total_steps=9,
+                       started_at="2026-01-01T00:01:00", started_ts=time.time())
+    try:
+        app = TuneforgeApp(runs_dir=runs)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_screen(pilot, "RunsScreen")
+            table = app.screen.query_one("DataTable")
+            states = {str(table.get_row_at(i)[0]): str(table.get_row_at(i)[1]) for i in range(table.row_count)}
+            assert states == {"ghost": "dead", "live": "running"}
+            app.open_monitor(live.path)
+            await wait_screen(pilot, "MonitorScreen")
+            await pilot.press("s")
+            await wait_screen(pilot, "Confirm")
+            await pilot.press("y")
+            await wait_screen(pilot, "MonitorScreen")
+        assert proc.wait(timeout=20) == 0
+        assert marker.read_text() == "yes"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+@sync
+async def test_run_now_starts_a_separate_process_and_the_monitor_follows_it(tiny_model_dir, tmp_path, monkeypatch):
+    from tuneforge.tui.app import TuneforgeApp
+
+    monkeypatch.chdir(tmp_path)
+    app = TuneforgeApp(start="new")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await drive_wizard(pilot, str(shared("alpaca_en_demo.json")), model=str(tiny_model_dir), max_steps="2",
+                           max_samples="8", name="now", finish="ctrl+r")
+        await wait_screen(pilot, "MonitorScreen")
+        monitor = app.screen
+        assert monitor.launched.pid != os.getpid()
+        await wait_for(pilot, lambda: monitor.run is not None, 120, "the run directory")
+        await wait_for(pilot, lambda: monitor.state in ("finished", "failed", "dead"), 240, "the run to end")
+        assert monitor.state == "finished", "\n".join(monitor.query_one("Log").lines)
+        assert "step 2/2" in screen_text(app)
+    assert (tmp_path / "now.yaml").is_file()
+    assert (tmp_path / "runs" / "now" / "adapter").is_dir()

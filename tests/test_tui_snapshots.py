@@ -1,0 +1,105 @@
+"""SVG snapshots of every wizard step (and the home/help screens) at 80x24.
+
+Machine-dependent inputs are pinned so the pictures are the same everywhere: the working directory
+holds one data file, only the embedded model is listed, free memory reads as 16 GiB.
+Update after an intended change: pytest tests/test_tui_snapshots.py --snapshot-update
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from conftest import shared
+from tui_helpers import type_into, wait_for
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture
+def pinned(tmp_path, monkeypatch, smollm2_dir):
+    from tuneforge.tui import estimate, modelinfo
+
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    shutil.copy(shared("alpaca_zh_demo.json"), project / "data" / "alpaca_zh_demo.json")
+    monkeypatch.chdir(project)
+    monkeypatch.setattr(modelinfo, "known_model_dirs", lambda: [])
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "no-hub-cache"))
+    monkeypatch.setattr(estimate, "available_memory", lambda device: ("cpu", 16 * 2**30))
+    monkeypatch.setattr(estimate, "cpu_cores", lambda: 8)
+    monkeypatch.setattr(estimate, "_estimate_for", estimate.fallback_estimate)  # machine-independent picture
+    return project
+
+
+def _app(start="new"):
+    from tuneforge.tui.app import TuneforgeApp
+
+    return TuneforgeApp(start=start)
+
+
+async def _settle(pilot):
+    """Wait for the app's own workers (the file tree's loader runs for ever, so it is skipped)."""
+    for _ in range(2):
+        mine = [w for w in pilot.app.workers if w.group != "_loader"]
+        if mine:
+            await pilot.app.workers.wait_for_complete(mine)
+        await pilot.pause(0.2)
+
+
+async def _to_step(pilot, index: int):
+    """Walk the wizard to step `index` (0 = Model) with the keyboard, choosing the Chinese demo data."""
+    app = pilot.app
+    await wait_for(pilot, lambda: type(app.screen).__name__ == "ModelStep")
+    await wait_for(pilot, lambda: app.screen._info is not None)
+    for i in range(index + 1):
+        if i == 2:  # Dataset: type the file's path, wait for the preview
+            await pilot.press("tab")
+            await type_into(pilot, "data/alpaca_zh_demo.json")
+            await wait_for(pilot, lambda: app.screen._preview is not None and not app.screen._pending, 120)
+            if index == 2:
+                await pilot.press("shift+tab")  # back to the file tree, as a person would look at it
+        await _settle(pilot)
+        if i < index:
+            await pilot.press("ctrl+n")
+            await wait_for(pilot, lambda: len(app.screen_stack) == i + 4)
+    await _settle(pilot)
+    await _still_cursor(pilot)
+
+
+async def _still_cursor(pilot):
+    """A blinking cursor would make the picture depend on timing."""
+    from textual.widgets import Input
+
+    for inp in pilot.app.screen.query(Input):
+        inp.cursor_blink = False
+    await pilot.pause(0.1)
+
+
+@pytest.mark.parametrize("step", [0, 1, 2, 3, 4], ids=["model", "method", "dataset", "hyper", "review"])
+def test_wizard_step_snapshot(step, pinned, snap_compare):
+    async def run_before(pilot):
+        await _to_step(pilot, step)
+
+    assert snap_compare(_app(), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_dataset_examples_snapshot(pinned, snap_compare):
+    """The rendered examples with trained tokens highlighted (Chinese text aligned)."""
+
+    async def run_before(pilot):
+        await _to_step(pilot, 2)
+        pilot.app.screen.query_one("#examples").scroll_visible(animate=False)
+        await pilot.pause(0.2)
+
+    assert snap_compare(_app(), terminal_size=(80, 24), run_before=run_before)
+
+
+def test_runs_home_and_help_snapshot(pinned, snap_compare):
+    async def run_before(pilot):
+        await _settle(pilot)
+        await pilot.press("question_mark")
+        await _settle(pilot)
+
+    assert snap_compare(_app("runs"), terminal_size=(80, 24), run_before=run_before)

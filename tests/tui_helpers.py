@@ -1,0 +1,94 @@
+"""Driving the Textual app with the keyboard in tests (Pilot): poll with deadlines, never sleep."""
+
+from __future__ import annotations
+
+import time
+
+
+async def wait_for(pilot, predicate, timeout: float = 60.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await pilot.pause(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def wait_screen(pilot, name: str, timeout: float = 30.0):
+    await wait_for(pilot, lambda: type(pilot.app.screen).__name__ == name, timeout, f"screen {name}")
+    await pilot.pause()
+
+
+async def type_into(pilot, text: str, clear: bool = True):
+    """Type into the focused input like a person: clear it (ctrl+e, ctrl+u), then the keys."""
+    if clear:
+        await pilot.press("end", "ctrl+u")
+    await pilot.press(*[{" ": "space"}.get(c, c) for c in text])
+
+
+def screen_text(app) -> str:
+    """Everything the current screen shows, as plain text (for assertions)."""
+    from textual.widgets import Static
+
+    parts = []
+    for w in app.screen.query(Static):
+        try:
+            parts.append(str(w.render()))
+        except Exception:  # noqa: BLE001 - some widgets render only when mounted/sized
+            pass
+    return "\n".join(parts)
+
+
+async def drive_wizard(pilot, data_path: str, *, model: str | None = None, method: str | None = None,
+                       max_steps: str | None = None, max_samples: str | None = None, name: str = "my-run",
+                       finish: str = "ctrl+s"):
+    """Model → Method → Dataset → Hyperparameters → Review with keys only."""
+    app = pilot.app
+    await wait_screen(pilot, "ModelStep")
+    if model is not None:
+        await pilot.press("tab")  # model list -> the model input
+        await type_into(pilot, model)
+    await wait_for(pilot, lambda: app.screen._info is not None and app.screen._info.source == (model or "smollm2-135m"),
+                   30, "model details")
+    await pilot.press("ctrl+n")
+    await wait_screen(pilot, "MethodStep")
+    if method is not None:
+        from tuneforge.tui.draft import method_choices
+
+        order = method_choices()
+        current = order.index(app.wizard.draft.get("method", "lora"))
+        target = order.index(method)
+        for _ in range((target - current) % len(order)):
+            await pilot.press("down")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.wizard.draft["method"] == method, 5, f"method {method}")
+    await pilot.press("ctrl+n")
+    await wait_screen(pilot, "DatasetStep")
+    await pilot.press("tab")  # file tree -> the path input
+    await type_into(pilot, data_path)
+    if max_samples is not None:
+        await pilot.press("tab", "tab")  # format -> max samples
+        await type_into(pilot, max_samples)
+    await wait_for(pilot, lambda: app.screen._preview is not None and not app.screen._pending, 120, "data preview")
+    await pilot.press("ctrl+n")
+    await wait_screen(pilot, "HyperStep")
+    if max_steps is not None:
+        await pilot.press("tab")  # epochs -> max steps
+        await type_into(pilot, max_steps)
+    await pilot.press("ctrl+n")
+    await wait_screen(pilot, "ReviewStep")
+    await type_into(pilot, name)  # the run name is focused first
+    await pilot.pause()
+    await pilot.press(finish)
+
+
+def sync(fn):
+    """Run an async test with asyncio.run (no pytest-asyncio needed); fixtures still work."""
+    import asyncio
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return asyncio.run(fn(*args, **kwargs))
+
+    return wrapper

@@ -1,0 +1,108 @@
+"""What the Dataset step shows: detected format, validation report, rendered examples with the
+trained tokens highlighted — computed with the runner's own data layer and chat template, so the
+preview is exactly what training will see. Runs in a worker thread (loads a tokenizer)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from rich.text import Text
+
+from tuneforge.runner.data import DataReport, load_examples, read_rows
+from tuneforge.runner.data.formats import detect_format
+from tuneforge.runner.errors import TuneforgeError
+from tuneforge.runner.recipe import DatasetSpec
+
+TRAINED_STYLE = "bold black on green"
+
+
+@dataclass
+class DataPreview:
+    path: str
+    format: str | None = None
+    report: str = ""
+    examples: list[Text] = field(default_factory=list)
+    template: str = ""
+    problem: str | None = None
+    fix: str | None = None
+    usable: bool = False
+
+
+def build_preview(path: str, fmt: str, model: str, chat_template: str, max_length: int,
+                  train_on_prompt: bool, placeholders: dict[str, str] | None = None, max_samples: int | None = None,
+                  n: int = 3) -> DataPreview:
+    out = DataPreview(path)
+    try:
+        spec = DatasetSpec(path=str(Path(path).expanduser().resolve()), format=fmt, placeholders=placeholders or {},
+                           max_samples=max_samples)
+        rows = read_rows(spec.path)
+        out.format = fmt if fmt != "auto" else next((f for f in map(detect_format, rows[:5]) if f), None)
+        report = DataReport()
+        examples = load_examples(spec, report)
+        report.used = len(examples)
+        out.report = report.summary()
+        bad = report.bad_count / max(report.rows, 1)
+        out.usable = bool(examples) and bad <= 0.05
+        if not examples:
+            out.problem, out.fix = "no usable rows", "fix the rows listed in the report"
+            return out
+        if bad > 0.05:
+            out.problem = f"{bad:.0%} of the rows are bad (training stops above 5%)"
+            out.fix = "fix the rows listed in the report"
+        with _LOAD_LOCK:  # one tokenizer user at a time (a cancelled preview may still be running)
+            tok, chat = _chat_tokenizer(model, chat_template, max_length, train_on_prompt)
+            out.template = chat.template_name
+            for ex in examples[:n]:
+                out.examples.append(render_example(tok, chat, ex))
+    except TuneforgeError as exc:
+        out.problem, out.fix = exc.message, exc.fix
+        out.usable = False
+    return out
+
+
+_LOAD_LOCK = threading.Lock()  # transformers' lazy imports and rust tokenizers are not thread-safe
+
+
+@lru_cache(maxsize=4)
+def _tokenizer(model: str):
+    from tuneforge.runner import model as model_mod
+
+    return model_mod.load_tokenizer(model_mod.resolve(model))
+
+
+def _chat_tokenizer(model: str, chat_template: str, max_length: int, train_on_prompt: bool):
+    from tuneforge.runner.data.template import ChatTokenizer, resolve_chat_template
+
+    tok = _tokenizer(model)
+    template, name = resolve_chat_template(tok, chat_template)
+    chat = ChatTokenizer(tok, template, max_length, train_on_prompt)
+    chat.template_name = name
+    return tok, chat
+
+
+def render_example(tok, chat, example) -> Text:
+    """The example as the model sees it; trained tokens (labels != -100) highlighted."""
+    t = chat(example)
+    if example.kind == "text":
+        text = example.text or ""
+        enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    else:
+        text = chat.render([m.to_openai() for m in example.messages], tools=example.tools)
+        enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    out = Text()
+    cursor = 0
+    for i, (a, b) in enumerate(enc["offset_mapping"][: len(t.labels)]):
+        if a > cursor:
+            out.append(text[cursor:a])
+        a = max(a, cursor)  # byte-level BPE: several tokens can share one character's offsets
+        if b <= a:
+            continue
+        style = TRAINED_STYLE if t.labels[i] != -100 else ""
+        out.append(text[a:b], style=style)
+        cursor = b
+    if cursor < len(text):
+        out.append(text[cursor:], style="dim strike" if t.truncated else "")
+    return out

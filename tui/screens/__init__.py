@@ -1,0 +1,1 @@
+"""One module per screen: the five wizard steps, the runs table, the monitor, help and dialogs."""

@@ -1,0 +1,97 @@
+"""Step 2: how to train — the methods the schema allows, their main options, and whether it fits."""
+
+from __future__ import annotations
+
+import copy
+
+from textual import work
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Label, RadioButton, RadioSet, Static
+
+from .. import draft as d
+from .. import estimate as estimate_mod
+from ..estimate import Estimate, gib
+from .base import WizardStep
+
+METHOD_HELP = {
+    "full": "every weight trains: best quality, most memory",
+    "lora": "small low-rank adapters on a frozen model: little memory, fast",
+    "qlora": "LoRA on a 4-bit quantized base: the least memory (CUDA only)",
+    "freeze": "only the last layers train; the rest stays frozen",
+}
+
+
+class MethodStep(WizardStep):
+    STEP = 1
+    AUTO_FOCUS = "RadioSet"
+    FIELDS_PREFIXES = ("method", "lora", "freeze", "qlora", "quantization")
+
+    def body(self) -> ComposeResult:
+        current = self.draft.get("method") or d.field_spec("method").default
+        yield Label("Method (↑/↓ then Enter or space)", classes="hint")
+        with RadioSet(id="methods"):
+            for m in d.method_choices():
+                yield RadioButton(f"{m:<7} {METHOD_HELP.get(m, '')}", value=m == current, name=m)
+        yield Static("", id="estimate", classes="panel")
+        sections = sorted({s for m in d.method_choices() for s in d.method_sections(m)})
+        for section in sections:
+            with Vertical(id=f"opts-{section}", classes="method-options"):
+                yield Label(f"{section} options", classes="hint")
+                for path in d.section_fields(section):
+                    yield self.editor(path)
+
+    def on_mount(self) -> None:
+        self._show_sections()
+        self.update_estimate()
+
+    def _show_sections(self) -> None:
+        wanted = set(d.method_sections(self.draft.get("method", "lora")))
+        for box in self.query(".method-options"):
+            box.display = (box.id or "").removeprefix("opts-") in wanted
+
+    def on_radio_set_changed(self, event: RadioSet.Changed) -> None:
+        event.stop()
+        self.draft["method"] = event.pressed.name
+        self.state.touched.add("method")
+        self._show_sections()
+        self.refresh_errors()
+        self.update_estimate()
+
+    def draft_changed(self, path: str) -> None:
+        self.update_estimate()
+
+    def on_screen_resume(self) -> None:
+        super().on_screen_resume()
+        self.update_estimate()
+
+    @work(thread=True, exclusive=True, group="estimate")
+    def update_estimate(self) -> None:
+        probe = copy.deepcopy(self.draft)
+        train = (probe.get("data") or {}).get("train") or [{}]
+        if not train or not train[0].get("path"):
+            probe.setdefault("data", {})["train"] = [{"path": "(dataset not chosen yet)"}]
+        checked = d.check(probe)
+        est = estimate_mod._estimate_for(checked.recipe) if checked.recipe is not None else None
+        self.app.call_from_thread(self._show_estimate, est)
+
+    def _show_estimate(self, est: Estimate | None) -> None:
+        panel = self.query_one("#estimate", Static)
+        if est is None:
+            panel.update("estimate: fix the options below first")
+            return
+        lines = [
+            f"memory: ~{gib(est.peak_bytes)} needed of {gib(est.available_bytes)} free ({getattr(est, 'device', '')})"
+            + ("" if est.fits else "  — does NOT fit"),
+        ]
+        if est.seconds_per_epoch:
+            from tuneforge.runner.progress import fmt_duration
+
+            lines.append(f"time: ~{fmt_duration(est.seconds_per_epoch)} per epoch")
+        else:
+            lines.append("time: known once the dataset is chosen")
+        lines += [f"advice: {a}" for a in est.advice]
+        panel.update("\n".join(lines))
+        panel.styles.border = ("round", "green" if est.fits else "red")
+        panel.styles.color = None if est.fits else "red"
+        self.state.estimate = est

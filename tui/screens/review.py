@@ -1,0 +1,116 @@
+"""Step 5: the recipe as it will be written, the equivalent command, where the file goes, and
+how to start it: run now (child process + monitor), run detached (tmux), or save only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.syntax import Syntax
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.widgets import Button, Input, Label, Static
+
+from .. import draft as d
+from ..launch import display_command, tmux_available
+from .base import WizardStep
+from .dialogs import Confirm
+
+
+class ReviewStep(WizardStep):
+    STEP = 4
+    AUTO_FOCUS = "FieldEditor Input"
+    FIELDS_PREFIXES = ("name",)
+    BINDINGS = [
+        Binding("ctrl+r", "finish('now')", "Save+run", priority=True),
+        Binding("ctrl+t", "finish('tmux')", "Save+tmux", priority=True),
+        Binding("ctrl+s", "finish('save')", "Save only", priority=True),
+    ]
+    DEFAULT_CSS = """
+    ReviewStep #where { height: auto; margin: 0 0 1 0; }
+    ReviewStep #where Label { width: 18; text-style: bold; }
+    ReviewStep #recipe-path { width: 1fr; }
+    ReviewStep #finish { height: auto; margin: 1 0 0 0; }
+    ReviewStep #finish Button { margin-right: 2; }
+    """
+
+    def body(self) -> ComposeResult:
+        yield self.editor("name", title="run name")
+        with Horizontal(id="where"):
+            yield Label("recipe file")
+            yield Input(self.state.recipe_path_text(), id="recipe-path", compact=True)
+        yield Static("", id="command")
+        yield Static("", id="yaml", classes="panel")
+        with Horizontal(id="finish"):
+            yield Button("Save + run now", id="run-now", variant="success", compact=True)
+            yield Button("Save + run in tmux", id="run-tmux", compact=True, disabled=not tmux_available())
+            yield Button("Save only", id="save-only", compact=True)
+
+    def on_mount(self) -> None:
+        self.update_review()
+
+    def on_screen_resume(self) -> None:
+        super().on_screen_resume()
+        self.update_review()
+
+    def draft_changed(self, path: str) -> None:
+        if path == "name" and not self.state.path_touched:
+            inp = self.query_one("#recipe-path", Input)
+            with inp.prevent(Input.Changed):
+                inp.value = self.state.recipe_path_text()
+        self.update_review()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "recipe-path":
+            if event.value.strip() == self.state.recipe_path_text():
+                return  # the value shown at mount or set by a name change, not an edit
+            self.state.recipe_path = Path(event.value.strip()) if event.value.strip() else None
+            self.state.path_touched = True
+            self.update_review()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "recipe-path":
+            event.stop()
+
+    def update_review(self) -> None:
+        target = self.state.target_path()
+        cmd = self.query_one("#command", Static)
+        yaml_box = self.query_one("#yaml", Static)
+        try:
+            text = d.to_yaml(self.draft, target)
+        except Exception as exc:  # noqa: BLE001 - shown to the user, who goes back to fix it
+            yaml_box.update(f"[red]{getattr(exc, 'message', exc)}[/]")
+            return
+        exists = " (exists: you will be asked before it is replaced)" if target.exists() else ""
+        cmd.update(f"[b]writes[/] {target}{exists}\n[b]command[/] {display_command(Path(d.nice_path(target)))}")
+        yaml_box.update(Syntax(text, "yaml", theme="ansi_dark", background_color="default"))
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        mode = {"run-now": "now", "run-tmux": "tmux", "save-only": "save"}.get(event.button.id or "")
+        if mode:
+            event.stop()
+            self.action_finish(mode)
+        else:
+            super().on_button_pressed(event)
+
+    def action_next(self) -> None:
+        self.action_finish("save")
+
+    def action_finish(self, mode: str) -> None:
+        self.sync_fields()
+        self.refresh_errors()
+        problems = self.problems()
+        if not problems and d.check(self.draft).recipe is None:
+            problems = [f"{k}: {v}" for k, v in d.check(self.draft).errors.items()]
+        if problems:
+            self.query_one("#step-error", Static).update("✗ " + problems[0])
+            return
+        target = self.state.target_path()
+        if target.exists():
+            def answered(yes: bool | None) -> None:
+                if yes:
+                    self.app.finish_wizard(target, mode)
+
+            self.app.push_screen(Confirm(f"{target} exists. Replace it?"), answered)
+            return
+        self.app.finish_wizard(target, mode)

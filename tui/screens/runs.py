@@ -1,0 +1,74 @@
+"""The home screen: every run under the runs folder, refreshed every two seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from ..runlist import list_runs
+
+COLUMNS = ("name", "state", "step", "loss", "elapsed", "started")
+STATE_STYLE = {"running": "bold cyan", "finished": "green", "failed": "bold red", "dead": "bold red", "stopped": "yellow"}
+
+
+class RunsScreen(Screen):
+    BINDINGS = [
+        Binding("n", "app.new_recipe", "New recipe"),
+        Binding("o", "app.open_recipe", "Open recipe"),
+        Binding("enter", "monitor", "Monitor", show=True),
+        Binding("r", "refresh_runs", "Refresh"),
+        Binding("q", "app.quit", "Quit", show=False),
+    ]
+    DEFAULT_CSS = """
+    RunsScreen #title { height: 1; background: $panel; padding: 0 1; text-style: bold; }
+    RunsScreen #empty { padding: 1 2; }
+    RunsScreen DataTable { height: 1fr; }
+    """
+
+    def __init__(self, runs_dir: Path) -> None:
+        super().__init__()
+        self.runs_dir = runs_dir
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"tuneforge · runs in {self.runs_dir}", id="title")
+        yield Static("", id="empty")
+        table = DataTable(cursor_type="row", zebra_stripes=True)
+        table.add_columns(*COLUMNS)
+        yield table
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.action_refresh_runs()
+        self.set_interval(2.0, self.action_refresh_runs)
+
+    def action_refresh_runs(self) -> None:
+        from rich.text import Text
+
+        rows = list_runs(self.runs_dir)
+        table = self.query_one(DataTable)
+        keep = table.cursor_row
+        table.clear()
+        for row in rows:
+            cells = list(row.cells())
+            cells[1] = Text(cells[1], style=STATE_STYLE.get(row.state, ""))
+            table.add_row(*cells, key=str(row.run.path))
+        if rows:
+            table.move_cursor(row=min(keep, len(rows) - 1))
+        empty = self.query_one("#empty", Static)
+        empty.display = not rows
+        empty.update("No runs yet. Press [b]n[/] to create a recipe, [b]o[/] to open one, [b]?[/] for help.")
+
+    def action_monitor(self) -> None:
+        table = self.query_one(DataTable)
+        if table.row_count == 0:
+            return
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        self.app.open_monitor(Path(str(key)))
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.app.open_monitor(Path(str(event.row_key.value)))
