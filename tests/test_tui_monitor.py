@@ -96,6 +96,9 @@ async def test_dead_runs_are_shown_dead_and_stop_sends_sigint(finished_run, tmp_
             assert states == {"ghost": "dead", "live": "running"}
             app.open_monitor(live.path)
             await wait_screen(pilot, "MonitorScreen")
+            await pilot.press("k")  # checkpoint now: the request file the trainer polls after each step
+            await pilot.pause()
+            assert (live.path / "control" / "checkpoint").is_file()
             await pilot.press("s")
             await wait_screen(pilot, "Confirm")
             await pilot.press("y")

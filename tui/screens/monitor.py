@@ -32,6 +32,7 @@ from .dialogs import Confirm
 class MonitorScreen(Screen):
     BINDINGS = [
         Binding("s", "stop", "Stop run"),
+        Binding("k", "checkpoint", "Checkpoint now"),
         Binding("c", "chat", "Chat"),
         Binding("escape", "back", "Back"),
     ]
@@ -184,6 +185,17 @@ class MonitorScreen(Screen):
                     self.notify("the process is already gone", severity="warning")
 
         self.app.push_screen(Confirm(f"Stop run {self.run.name} (pid {pid})?"), answered)
+
+    def action_checkpoint(self) -> None:
+        """Ask the run to save a checkpoint after its current step (the same file `tuneforge checkpoint` drops)."""
+        from tuneforge.runner import control
+
+        st = self.run.read_status() if self.run else {}
+        if effective_state(st) != "running":
+            self.notify("this run is not running", severity="warning")
+            return
+        control.request(self.run, control.CHECKPOINT)
+        self.notify(f"asked {self.run.name} to save a checkpoint after the current step")
 
     def action_chat(self) -> None:
         if self.run is None or self.run.weights is None:
