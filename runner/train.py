@@ -51,6 +51,7 @@ class _Reporter:
     def close(self) -> None:
         log.removeHandler(self.handler)
         self.handler.close()
+        log.propagate = True  # a later caller in this process (tests, the TUI) sees the logger again
 
 
 def _metrics_callback(run: rundir.RunDir, progress, started: float):

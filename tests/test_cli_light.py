@@ -18,5 +18,8 @@ def test_help_does_not_import_torch():
 
 
 def test_console_script_is_installed():
-    out = subprocess.run(["tuneforge", "--help"], capture_output=True, text=True, timeout=60)
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "tuneforge"  # the venv's bin, whether or not it is on PATH
+    out = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "Usage: tuneforge" in out.stdout

@@ -56,9 +56,11 @@ async def drive_wizard(pilot, data_path: str, *, model: str | None = None, metho
         from tuneforge.tui.draft import method_choices
 
         order = method_choices()
-        current = order.index(app.wizard.draft.get("method", "lora"))
         target = order.index(method)
-        for _ in range((target - current) % len(order)):
+        radios = app.screen.query_one("#methods")
+        for _ in range(2 * len(order)):  # move the highlight (keys only) until it is on the target
+            if radios._selected == target:
+                break
             await pilot.press("down")
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.wizard.draft["method"] == method, 5, f"method {method}")

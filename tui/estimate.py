@@ -113,7 +113,12 @@ def _estimate_for(recipe) -> Estimate:
     except ImportError:
         runner_estimate = None
     if runner_estimate is not None:
-        return runner_estimate(recipe)
+        from tuneforge.runner.errors import TuneforgeError
+
+        try:
+            return runner_estimate(recipe)
+        except TuneforgeError:  # no readable dataset yet: assume every example fills max_length
+            return runner_estimate(recipe, lengths=[recipe.data.max_length], n_examples=0)
     return fallback_estimate(recipe)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from rich.text import Text
 
 from tuneforge.runner.data import DataReport, load_examples, read_rows
-from tuneforge.runner.data.formats import detect_format
+from tuneforge.runner.data.formats import detect_layout
 from tuneforge.runner.errors import TuneforgeError
 from tuneforge.runner.recipe import DatasetSpec
 
@@ -39,7 +39,7 @@ def build_preview(path: str, fmt: str, model: str, chat_template: str, max_lengt
         spec = DatasetSpec(path=str(Path(path).expanduser().resolve()), format=fmt, placeholders=placeholders or {},
                            max_samples=max_samples)
         rows = read_rows(spec.path)
-        out.format = fmt if fmt != "auto" else next((f for f in map(detect_format, rows[:5]) if f), None)
+        out.format = fmt if fmt != "auto" else next((f for f in (detect_layout(r) for r in rows[:20]) if f), None)
         report = DataReport()
         examples = load_examples(spec, report)
         report.used = len(examples)
