@@ -248,6 +248,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=1, help="rounds of (a, b) runs, order alternating each round")
+    ap.add_argument("--round-offset", type=int, default=0, help="start the alternating order at this round (1 = baseline first)")
     ap.add_argument("--no-qlora", action="store_true")
     ap.add_argument("--write", help="write the table into this markdown file under '## Training throughput'")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -272,7 +273,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tf-bench-") as tmp:
         work = Path(tmp)
         for i in range(args.repeats):
-            order = ["tuneforge", "baseline"] if i % 2 == 0 else ["baseline", "tuneforge"]
+            order = ["tuneforge", "baseline"] if (i + args.round_offset) % 2 == 0 else ["baseline", "tuneforge"]
             if i == 0 and not args.no_qlora:
                 order.append("qlora")
             for kind in order:
