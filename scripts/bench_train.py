@@ -305,8 +305,9 @@ eval loss on the last {args.eval} alpaca rows. Both sides train on identical tok
   is shared, so absolute rates move with other load. The run above is {args.repeats} round(s).
 - Baseline (b): fp32 weights + bf16 autocast, gradient checkpointing on, random batches padded to
   the longest row, LoRA r8/alpha16/dropout 0, lr 1e-4, warmup 0.1 (LLaMA-Factory's defaults).
-  tuneforge (a): recipe defaults -- LoRA r16/alpha32/dropout 0.05, lr 2e-4, warmup 0.03, frozen base
-  stored in bf16, length-grouped batches, checkpointing off because the estimate says it fits.
+  tuneforge (a): recipe defaults -- LoRA r16/alpha32/dropout 0, lr 2e-4, warmup 0.03, frozen base
+  stored in bf16, length-grouped batches, logits only at labelled positions, eager attention (CPU,
+  cut-off <= 512), checkpointing off because the estimate says it fits.
 
 Reproduce: `{cmd}`
 """
