@@ -19,6 +19,9 @@ MiB = 1024**2
 RUNTIME_BYTES = 700 * MiB  # python + torch + transformers/peft/datasets + Trainer + tokenizer, measured on CPU
 ACT_BYTES_PER_TOKEN_LAYER = (50, 12)  # bytes per token per layer: 50 * hidden + 12 * intermediate (bf16 autocast)
 LOGIT_BYTES_PER_TOKEN = 14  # per vocab entry: bf16 logits + fp32 upcast + log-softmax + their gradient
+# training computes logits only where a label is predicted (speed.label_positions_loss); the
+# answer share of chat rows is typically about half of the tokens
+LABELLED_SHARE = 0.5
 CKPT_ACT_FACTOR = 0.12  # activations kept with gradient checkpointing (layer inputs + one layer's worth)
 
 
@@ -219,7 +222,7 @@ def estimate(recipe, lengths: list[int] | None = None, n_examples: int | None = 
     if precision == "fp32":
         per_tok_layer *= 2
     layer_act = peak_tokens * per_tok_layer * shape.layers
-    logits = peak_tokens * shape.vocab * LOGIT_BYTES_PER_TOKEN * (1.4 if precision == "fp32" else 1.0)
+    logits = LABELLED_SHARE * peak_tokens * shape.vocab * LOGIT_BYTES_PER_TOKEN * (1.4 if precision == "fp32" else 1.0)
 
     def total(ckpt: bool) -> tuple[int, int]:
         act = int((layer_act * CKPT_ACT_FACTOR if ckpt else layer_act) + logits)

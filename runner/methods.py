@@ -50,7 +50,11 @@ def load_model(resolved, recipe, placement):
     qcfg = quantization_config(recipe, placement.precision)
     dtype = storage_dtype(recipe, placement.precision)
     if qcfg is None:
-        return model_mod.load_model(resolved, dtype, recipe.model.revision, recipe.model.trust_remote_code)
+        from .speed import attention
+
+        model = model_mod.load_model(resolved, dtype, recipe.model.revision, recipe.model.trust_remote_code)
+        attention(model, recipe, placement.device)
+        return model
     import torch
     from transformers import AutoModelForCausalLM
 

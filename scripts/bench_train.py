@@ -248,6 +248,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=1, help="rounds of (a, b) runs, order alternating each round")
+    ap.add_argument("--round-offset", type=int, default=0, help="start the alternating order at this round (1 = baseline first)")
     ap.add_argument("--no-qlora", action="store_true")
     ap.add_argument("--write", help="write the table into this markdown file under '## Training throughput'")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -272,7 +273,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tf-bench-") as tmp:
         work = Path(tmp)
         for i in range(args.repeats):
-            order = ["tuneforge", "baseline"] if i % 2 == 0 else ["baseline", "tuneforge"]
+            order = ["tuneforge", "baseline"] if (i + args.round_offset) % 2 == 0 else ["baseline", "tuneforge"]
             if i == 0 and not args.no_qlora:
                 order.append("qlora")
             for kind in order:
@@ -304,8 +305,9 @@ eval loss on the last {args.eval} alpaca rows. Both sides train on identical tok
   is shared, so absolute rates move with other load. The run above is {args.repeats} round(s).
 - Baseline (b): fp32 weights + bf16 autocast, gradient checkpointing on, random batches padded to
   the longest row, LoRA r8/alpha16/dropout 0, lr 1e-4, warmup 0.1 (LLaMA-Factory's defaults).
-  tuneforge (a): recipe defaults -- LoRA r16/alpha32/dropout 0.05, lr 2e-4, warmup 0.03, frozen base
-  stored in bf16, length-grouped batches, checkpointing off because the estimate says it fits.
+  tuneforge (a): recipe defaults -- LoRA r16/alpha32/dropout 0, lr 2e-4, warmup 0.03, frozen base
+  stored in bf16, length-grouped batches, logits only at labelled positions, eager attention (CPU,
+  cut-off <= 512), checkpointing off because the estimate says it fits.
 
 Reproduce: `{cmd}`
 """
