@@ -59,7 +59,7 @@ def summary(run: rundir.RunDir) -> dict[str, Any]:
     status = run.read_status()
     state = rundir.effective_state(status)
     last_loss = None
-    for rec in reversed(_tail_records(run.metrics)):
+    for rec in reversed(tail_records(run.metrics)):
         if rec.get("loss") is not None:
             last_loss = rec["loss"]
             break
@@ -67,7 +67,7 @@ def summary(run: rundir.RunDir) -> dict[str, Any]:
     end = _ts(status.get("ended_at")) if state not in ACTIVE else None
     elapsed = ((end or time.time()) - start) if isinstance(start, (int, float)) and state != "dead" else None
     if state == "dead":  # the process is gone: elapsed until its last record
-        recs = _tail_records(run.metrics)
+        recs = tail_records(run.metrics)
         elapsed = recs[-1].get("elapsed_s") if recs else None
     return {"name": run.name, "path": str(run.path), "state": state, "step": status.get("step"),
             "total_steps": status.get("total_steps"), "loss": last_loss, "elapsed_s": elapsed,
@@ -75,7 +75,7 @@ def summary(run: rundir.RunDir) -> dict[str, Any]:
             "last_checkpoint": status.get("last_checkpoint")}
 
 
-def _tail_records(path: Path, nbytes: int = 65536) -> list[dict[str, Any]]:
+def tail_records(path: Path, nbytes: int = 65536) -> list[dict[str, Any]]:
     """The last records of a metrics file without reading a long run's whole history."""
     try:
         with open(path, "rb") as f:

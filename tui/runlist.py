@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,24 +30,10 @@ class RunRow:
 
 
 def tail_records(path: Path, max_bytes: int = 65536) -> list[dict[str, Any]]:
-    """The last metric records of a metrics.jsonl without reading a long file whole."""
-    if not path.is_file():
-        return []
-    with open(path, "rb") as f:
-        f.seek(0, 2)
-        size = f.tell()
-        f.seek(max(0, size - max_bytes))
-        data = f.read().decode("utf-8", errors="replace")
-    lines = data.splitlines()
-    if size > max_bytes:
-        lines = lines[1:]  # the first line may be cut
-    out = []
-    for line in lines:
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass
-    return out
+    """The last metric records of a metrics.jsonl without reading a long file whole (the runner's reader)."""
+    from tuneforge.runner.watch import tail_records as runner_tail
+
+    return runner_tail(path, max_bytes)
 
 
 def last_loss(records: list[dict[str, Any]]) -> float | None:
