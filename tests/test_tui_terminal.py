@@ -105,7 +105,7 @@ class Term:
         out = subprocess.run(["tmux", "-L", self.sock, "display", "-p", "-t", "t", "#{cursor_y}"], capture_output=True, text=True)
         return int(out.stdout.strip() or -1)
 
-    def tab_to(self, label: str, timeout: float = 20) -> None:
+    def tab_to(self, label: str, timeout: float = 60) -> None:
         """Tab until the text cursor sits in the input labelled `label` (Textual puts the terminal
         cursor in the focused input), so typed keys cannot overtake the focus change."""
         deadline = time.monotonic() + timeout
