@@ -17,11 +17,14 @@ from pathlib import Path
 GiB = 1024**3
 MiB = 1024**2
 RUNTIME_BYTES = 700 * MiB  # python + torch + transformers/peft/datasets + Trainer + tokenizer, measured on CPU
-ACT_BYTES_PER_TOKEN_LAYER = (50, 12)  # bytes per token per layer: 50 * hidden + 12 * intermediate (bf16 autocast)
+ACT_BYTES_PER_TOKEN_LAYER = (40, 8)  # bytes per token per layer: 40 * hidden + 8 * intermediate (bf16 autocast, measured)
 LOGIT_BYTES_PER_TOKEN = 14  # per vocab entry: bf16 logits + fp32 upcast + log-softmax + their gradient
 # training computes logits only where a label is predicted (speed.label_positions_loss); the
 # answer share of chat rows is typically about half of the tokens
 LABELLED_SHARE = 0.5
+# eager attention (CPU training, rows up to speed.EAGER_CPU_MAX_QUERY tokens) keeps its scores:
+# batch x heads x length^2 elements per layer, ~7.6 bytes each measured (fp32 softmax + bf16 copies)
+ATTN_SCORE_BYTES = 8
 CKPT_ACT_FACTOR = 0.12  # activations kept with gradient checkpointing (layer inputs + one layer's worth)
 
 
@@ -74,6 +77,7 @@ class ModelShape:
     tied: bool
     linear_params: int  # in the transformer blocks (what LoRA targets and QLoRA quantizes)
     file_bytes: int  # the weights on disk (they are memory-mapped while loading)
+    heads: int = 1
 
 
 def model_shape(path: str) -> ModelShape:
@@ -93,7 +97,7 @@ def model_shape(path: str) -> ModelShape:
     tied = bool(cfg.get("tie_word_embeddings", False))
     params = n * per_layer + v * h * (1 if tied else 2) + h
     files = list(p.glob("*.safetensors")) + list(p.glob("*.bin"))
-    return ModelShape(params, n, h, i, v, tied, n * (attn + mlp), sum(f.stat().st_size for f in files))
+    return ModelShape(params, n, h, i, v, tied, n * (attn + mlp), sum(f.stat().st_size for f in files), heads)
 
 
 def _lora_params(shape: ModelShape, r: int) -> int:
@@ -222,6 +226,13 @@ def estimate(recipe, lengths: list[int] | None = None, n_examples: int | None = 
     if precision == "fp32":
         per_tok_layer *= 2
     layer_act = peak_tokens * per_tok_layer * shape.layers
+    if not cuda and lengths:  # speed.cpu_attention: short rows run eager attention and keep its scores
+        from .speed import EAGER_CPU_MAX_QUERY
+
+        rows, longest = (1, int(peak_tokens)) if recipe.speed.packing else (batch, max(lengths))
+        eager_len = min(longest, EAGER_CPU_MAX_QUERY)
+        scores = rows * shape.heads * eager_len**2 * ATTN_SCORE_BYTES * (2 if precision == "fp32" else 1)
+        layer_act = max(layer_act, (rows * eager_len * per_tok_layer + scores) * shape.layers)
     logits = LABELLED_SHARE * peak_tokens * shape.vocab * LOGIT_BYTES_PER_TOKEN * (1.4 if precision == "fp32" else 1.0)
 
     def total(ckpt: bool) -> tuple[int, int]:

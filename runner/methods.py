@@ -61,13 +61,17 @@ def load_model(resolved, recipe, placement):
     model_mod.quiet_hf()
     device = placement.device if placement.device != "cuda" else "cuda:0"
     try:
-        return AutoModelForCausalLM.from_pretrained(
+        model = AutoModelForCausalLM.from_pretrained(
             resolved.path, quantization_config=qcfg, device_map={"": device},
             dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype, torch.float32),
             revision=recipe.model.revision, trust_remote_code=recipe.model.trust_remote_code,
         )
     except ImportError as exc:
         raise TuneforgeError(f"method 'qlora' needs bitsandbytes: {exc}", "pip install bitsandbytes") from None
+    from .speed import attention
+
+    attention(model, recipe, placement.device)
+    return model
 
 
 def layer_list(model):

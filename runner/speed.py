@@ -8,6 +8,8 @@ is masked, so no example sees or predicts another (tests/test_packing.py checks 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 
 def collator(tokenizer, recipe):
     if recipe.speed.packing:
@@ -19,24 +21,68 @@ def collator(tokenizer, recipe):
     return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
 
 
-EAGER_CPU_MAX_LENGTH = 512
+# Query lengths up to this run eager attention on CPU; longer ones torch's SDPA kernel. Measured
+# here (SmolLM2-135M shapes: 9 heads of 64, bf16, forward + backward per layer, batch 8): eager
+# 4 ms vs SDPA 15 ms at 64 tokens, 28 vs 30 at 192, 57 vs 54 at 288, 292 vs 91 at 512.
+EAGER_CPU_MAX_QUERY = 256
+CPU_ATTENTION = "tuneforge_cpu"
+
+
+def _model_eager(module):
+    """The attention module's own eager function (its modeling file's), or None."""
+    import sys
+
+    return getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None)
+
+
+def cpu_attention(module, query, key, value, attention_mask, *args, **kwargs):
+    """Attention for CPU training, chosen per batch by length: eager (plain matmul + softmax) for
+    short rows, where torch's SDPA kernel has a slow backward, SDPA for long rows, where eager's
+    batch x heads x length^2 score tensors cost time and memory. The mask is the eager float mask,
+    which SDPA takes as an additive bias."""
+    eager = _model_eager(module) if query.shape[-2] <= EAGER_CPU_MAX_QUERY else None
+    if eager is not None:
+        return eager(module, query, key, value, attention_mask, *args, **kwargs)
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if attention_mask is not None and attention_mask.is_floating_point() and attention_mask.dtype != query.dtype:
+        attention_mask = attention_mask.to(query.dtype)
+    return sdpa_attention_forward(module, query, key, value, attention_mask, *args, **kwargs)
+
+
+def _register_cpu_attention() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+    AttentionInterface.register(CPU_ATTENTION, cpu_attention)
+    AttentionMaskInterface.register(CPU_ATTENTION, eager_mask)
 
 
 def attention(model, recipe, device: str) -> str:
-    """Use eager attention for CPU training at cut-offs up to 512 tokens: torch's CPU SDPA kernel
-    (flash-attention for CPU) has a slow backward at short lengths (eager was ~20% faster per step
-    on SmolLM2-135M at 150 tokens, even at 450); longer rows keep SDPA's memory-saving kernel.
-    The Trainer puts SDPA back when training ends (restore_attention), so the returned model
-    computes like the saved adapter on a freshly loaded base."""
+    """On CPU, train with attention chosen per batch by length (cpu_attention): eager for short
+    rows, SDPA for long ones. Only for a model loaded with SDPA whose modeling file has an eager
+    path; the Trainer puts the loaded implementation back when training ends (restore_attention),
+    so the returned model computes like the saved adapter on a freshly loaded base."""
     current = getattr(model.config, "_attn_implementation", None)
-    if device != "cpu" or recipe.data.max_length > EAGER_CPU_MAX_LENGTH or current != "sdpa":
+    if device != "cpu" or current != "sdpa":
         return current or "default"
+    if _model_eager(model) is None:  # no eager path in this model's modeling file
+        return current
+    _register_cpu_attention()
     try:
-        model.set_attn_implementation("eager")
-    except (ValueError, AttributeError, ImportError):  # a model without an eager path keeps its own
+        model.set_attn_implementation(CPU_ATTENTION)
+    except (ValueError, AttributeError, ImportError, KeyError):  # a model that refuses it keeps its own
         return current
     model._tuneforge_attn_restore = current
-    return "eager"
+    return describe_attention(model)
+
+
+def describe_attention(model) -> str:
+    """The attention implementation training uses, for the log."""
+    current = getattr(model.config, "_attn_implementation", None) or "default"
+    if current == CPU_ATTENTION:
+        return f"eager for rows up to {EAGER_CPU_MAX_QUERY} tokens, SDPA above (CPU)"
+    return current
 
 
 def restore_attention(model) -> None:
@@ -151,6 +197,23 @@ def label_positions_loss(model, inputs, num_items_in_batch=None):
     return model(**rest, logits_to_keep=keep, labels=kept, shift_labels=kept).loss
 
 
+@contextmanager
+def adapter_inputs_uncast(model, autocast: bool):
+    """Under autocast, stop peft from casting each adapter's input to the adapter's fp32 dtype.
+
+    peft casts the (bf16) activations to fp32 before every LoRA A matrix, and autocast casts them
+    straight back to bf16 for the matmul: two copies of the layer input per adapter, forward and
+    backward, for bit-identical values (tests/test_speed.py). That round trip was ~10% of a
+    SmolLM2-135M LoRA step on CPU. Outside training (no autocast) the casting is needed again."""
+    if not autocast:
+        yield
+        return
+    from peft.helpers import disable_input_dtype_casting
+
+    with disable_input_dtype_casting(model):
+        yield
+
+
 def trainer_class(recipe):
     """The HF Trainer with tuneforge's length-grouped sampler (speed.group_by_length) and a
     training loss that computes logits only at labelled positions (see label_positions_loss)."""
@@ -159,7 +222,8 @@ def trainer_class(recipe):
     class SpeedTrainer(Trainer):
         def train(self, *args, **kwargs):
             try:
-                return super().train(*args, **kwargs)
+                with adapter_inputs_uncast(self.model, self.args.bf16 or self.args.fp16):
+                    return super().train(*args, **kwargs)
             finally:
                 restore_attention(self.accelerator.unwrap_model(self.model))
 

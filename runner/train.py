@@ -191,7 +191,7 @@ def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Rep
     rep.say(f"method {recipe.method}: {trainable:,} of {total:,} parameters trainable ({trainable / total:.2%})")
 
     speed_args, speed_note = speed.plan(recipe, placement, [len(x.input_ids) for x in data.train])
-    rep.say(speed_note)
+    rep.say(speed_note + f"; attention: {speed.describe_attention(model)}")
     t = recipe.train
     per_epoch = math.ceil(len(data.train) / (t.batch_size * t.grad_accum))
     total_steps = t.max_steps or math.ceil(per_epoch * t.epochs)

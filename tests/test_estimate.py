@@ -95,7 +95,7 @@ def test_estimate_is_within_30_percent_of_the_measured_peak(smollm2_dir, tmp_pat
     data = _alpaca_rows(tmp_path / "a.jsonl", n=12, words=40)
     d = {"name": "m", "method": method, "model": {"name_or_path": str(smollm2_dir)}, "device": "cpu",
          "data": {"train": [{"path": str(data)}], "max_length": max_length},
-         "train": {"max_steps": 2, "batch_size": batch}, "output": {"runs_dir": str(tmp_path / "runs")}}
+         "train": {"epochs": 1, "batch_size": batch}, "output": {"runs_dir": str(tmp_path / "runs")}}  # every batch: the longest too
     est = estimate(recipe_from_dict(d))
     proc = subprocess.run([sys.executable, "-c", MEASURE, json.dumps(d)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from tuneforge.runner.recipe import recipe_from_dict
 from tuneforge.runner.speed import LengthGroupedBatches, trainer_args, trainer_class
 
@@ -63,3 +65,64 @@ def test_loss_on_labelled_positions_only_equals_the_full_loss_and_gradients(tiny
         grads.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]))
     assert torch.allclose(grads[0][0], grads[1][0], atol=1e-6)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads[0][1], grads[1][1]))
+
+
+@pytest.mark.parametrize("branch", ["eager", "sdpa"])
+def test_cpu_attention_matches_sdpa_on_a_padded_batch(tiny_model_dir, branch, monkeypatch):
+    """CPU training's per-batch attention choice (eager for short rows, SDPA for long) computes what
+    the model's own SDPA attention computes, padding included, and training restores SDPA after."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tuneforge.runner import speed
+
+    monkeypatch.setattr(speed, "EAGER_CPU_MAX_QUERY", 10_000 if branch == "eager" else 0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa").eval()
+    ids = torch.randint(5, 1000, (2, 12), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    mask[1, 9:] = 0
+    with torch.no_grad():
+        want = model(input_ids=ids, attention_mask=mask).logits
+    recipe = recipe_from_dict({"name": "x", "model": {"name_or_path": str(tiny_model_dir)},
+                               "data": {"train": [{"path": "unused.jsonl"}]}})
+    assert speed.attention(model, recipe, "cpu").startswith("eager for rows up to")
+    assert model.config._attn_implementation == speed.CPU_ATTENTION
+    with torch.no_grad():
+        got = model(input_ids=ids, attention_mask=mask).logits
+    assert torch.allclose(got[0], want[0], atol=1e-5)
+    assert torch.allclose(got[1, :9], want[1, :9], atol=1e-5)  # real tokens of the padded row
+    speed.restore_attention(model)
+    assert model.config._attn_implementation == "sdpa"
+    assert speed.attention(model, recipe, "cuda") == "sdpa"  # GPUs keep their kernels
+
+
+def test_uncast_adapter_inputs_give_bit_identical_loss_and_gradients(tiny_model_dir):
+    """Skipping peft's fp32 cast of adapter inputs under bf16 autocast changes nothing but speed,
+    and the model works without autocast again afterwards (chat and export use it so)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tuneforge.runner.speed import adapter_inputs_uncast, label_positions_loss
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16)  # bf16 frozen base
+    model = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    assert all(p.dtype == torch.float32 for p in model.parameters() if p.requires_grad)  # fp32 adapters
+    ids = torch.randint(5, 1000, (2, 16), generator=torch.Generator().manual_seed(2))
+    labels = ids.clone()
+    labels[:, :6] = -100
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    runs = []
+    for uncast in (False, True):
+        model.zero_grad()
+        with adapter_inputs_uncast(model, uncast), torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = label_positions_loss(model, inputs)
+        loss.backward()
+        runs.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]))
+    with adapter_inputs_uncast(model, True):
+        assert not model.base_model.model.model.layers[0].self_attn.q_proj.cast_input_dtype_enabled
+    assert torch.equal(runs[0][0], runs[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
+    with torch.no_grad():  # casting is back: bf16 activations meet fp32 adapters without autocast
+        assert torch.isfinite(model(input_ids=ids).logits).all()

@@ -25,11 +25,18 @@ def _examples():
     return [torch.randint(10, 4000, (n,), generator=g).tolist() for n in (7, 12, 5)]
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])  # eager: what CPU training at cut-offs <= 512 uses
-def test_packed_logits_equal_one_by_one(tiny, attn):
+@pytest.mark.parametrize("attn", ["sdpa", "eager", "cpu-eager-branch", "cpu-sdpa-branch"])
+def test_packed_logits_equal_one_by_one(tiny, attn, monkeypatch):
+    """cpu-*: CPU training's length-dispatched attention (speed.cpu_attention), each branch forced."""
     import torch
     from transformers import DataCollatorWithFlattening
 
+    from tuneforge.runner import speed
+
+    if attn.startswith("cpu-"):
+        monkeypatch.setattr(speed, "EAGER_CPU_MAX_QUERY", 10_000 if attn == "cpu-eager-branch" else 0)
+        speed._register_cpu_attention()
+        attn = speed.CPU_ATTENTION
     tiny.set_attn_implementation(attn)
 
     seqs = _examples()
