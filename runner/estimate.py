@@ -19,8 +19,8 @@ MiB = 1024**2
 RUNTIME_BYTES = 700 * MiB  # python + torch + transformers/peft/datasets + Trainer + tokenizer, measured on CPU
 ACT_BYTES_PER_TOKEN_LAYER = (40, 8)  # bytes per token per layer: 40 * hidden + 8 * intermediate (bf16 autocast, measured)
 LOGIT_BYTES_PER_TOKEN = 14  # per vocab entry: bf16 logits + fp32 upcast + log-softmax + their gradient
-# training computes logits only where a label is predicted (speed.label_positions_loss); the
-# answer share of chat rows is typically about half of the tokens
+# training computes logits only where a label is predicted (speed.label_positions_loss): the
+# labelled share of the data's tokens (measured from a sample; this when unknown)
 LABELLED_SHARE = 0.5
 # eager attention (CPU training, rows up to speed.EAGER_CPU_MAX_QUERY tokens) keeps its scores:
 # batch x heads x length^2 elements per layer, ~7.6 bytes each measured (fp32 softmax + bf16 copies)
@@ -108,6 +108,12 @@ def _lora_params(shape: ModelShape, r: int) -> int:
 
 def token_lengths(recipe, sample: int = 256) -> tuple[list[int], int]:
     """(a sample of token lengths, number of training examples) from the real data and template."""
+    lengths, _, n = token_counts(recipe, sample)
+    return lengths, n
+
+
+def token_counts(recipe, sample: int = 256) -> tuple[list[int], list[int], int]:
+    """(token lengths, labelled tokens, number of training examples) of a sample of the real data."""
     from . import model as model_mod
     from .data import DataReport, load_examples
     from .data.template import ChatTokenizer, resolve_chat_template
@@ -115,7 +121,7 @@ def token_lengths(recipe, sample: int = 256) -> tuple[list[int], int]:
     report = DataReport()
     examples = [ex for spec in recipe.data.train for ex in load_examples(spec, report)]
     if not examples:
-        return [], 0
+        return [], [], 0
     n = len(examples)
     if recipe.data.eval_split and not recipe.data.eval:
         n = n - max(1, round(n * recipe.data.eval_split))
@@ -124,13 +130,15 @@ def token_lengths(recipe, sample: int = 256) -> tuple[list[int], int]:
     template, _ = resolve_chat_template(tok, recipe.model.chat_template)
     chat = ChatTokenizer(tok, template, recipe.data.max_length, recipe.data.train_on_prompt)
     picked = random.Random(0).sample(examples, min(sample, len(examples)))
-    lengths = []
+    lengths, labelled = [], []
     for ex in picked:
         try:
-            lengths.append(len(chat(ex).input_ids))
+            t = chat(ex)
         except Exception:  # bad rows are reported by training itself
             continue
-    return lengths, n
+        lengths.append(len(t.input_ids))
+        labelled.append(sum(1 for x in t.labels if x != -100))
+    return lengths, labelled, n
 
 
 def available_memory(device: str) -> int:
@@ -177,13 +185,15 @@ def batch_tokens(lengths: list[int], batch: int, grouped: bool, packing: bool) -
 
 
 def estimate(recipe, lengths: list[int] | None = None, n_examples: int | None = None, device: str | None = None,
-             precision: str | None = None, flops: float | None = None, available_bytes: int | None = None) -> Estimate:
+             precision: str | None = None, flops: float | None = None, available_bytes: int | None = None,
+             labelled: list[int] | None = None) -> Estimate:
     """Peak memory and time per epoch for `recipe` here. Data lengths and hardware are measured when
-    not given (the data is tokenized from a sample; config.json is read, the weights are not loaded)."""
+    not given (the data is tokenized from a sample; config.json is read, the weights are not loaded).
+    labelled: labelled tokens per example (the share of positions whose logits training computes)."""
     from . import model as model_mod
 
     if lengths is None:
-        lengths, n_examples = token_lengths(recipe)
+        lengths, labelled, n_examples = token_counts(recipe)
     n_examples = n_examples if n_examples is not None else len(lengths)
     if device is None or precision is None:
         from . import device as device_mod
@@ -233,7 +243,8 @@ def estimate(recipe, lengths: list[int] | None = None, n_examples: int | None = 
         eager_len = min(longest, EAGER_CPU_MAX_QUERY)
         scores = rows * shape.heads * eager_len**2 * ATTN_SCORE_BYTES * (2 if precision == "fp32" else 1)
         layer_act = max(layer_act, (rows * eager_len * per_tok_layer + scores) * shape.layers)
-    logits = LABELLED_SHARE * peak_tokens * shape.vocab * LOGIT_BYTES_PER_TOKEN * (1.4 if precision == "fp32" else 1.0)
+    share = sum(labelled) / max(sum(lengths), 1) if labelled and lengths else LABELLED_SHARE
+    logits = share * peak_tokens * shape.vocab * LOGIT_BYTES_PER_TOKEN * (1.4 if precision == "fp32" else 1.0)
 
     def total(ckpt: bool) -> tuple[int, int]:
         act = int((layer_act * CKPT_ACT_FACTOR if ckpt else layer_act) + logits)

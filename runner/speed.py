@@ -118,14 +118,15 @@ def trainer_args(recipe, checkpointing: bool) -> dict:
     return out
 
 
-def plan(recipe, placement, lengths: list[int]) -> tuple[dict, str]:
+def plan(recipe, placement, lengths: list[int], labelled: list[int] | None = None) -> tuple[dict, str]:
     """(TrainingArguments keywords, a line for the log) for this run's speed settings."""
     est = None
     if recipe.speed.gradient_checkpointing == "auto":
         try:
             from .estimate import estimate
 
-            est = estimate(recipe, lengths, len(lengths), placement.device, placement.precision, flops=1.0)
+            est = estimate(recipe, lengths, len(lengths), placement.device, placement.precision, flops=1.0,
+                           labelled=labelled)
         except Exception:  # noqa: BLE001 - the estimate only advises; training goes on without it
             est = None
     on, why = checkpointing_needed(recipe, est)
@@ -227,12 +228,26 @@ def trainer_class(recipe):
             finally:
                 restore_attention(self.accelerator.unwrap_model(self.model))
 
+        def _labels_only(self, model, inputs) -> bool:
+            return ("labels" in inputs and self.label_smoother is None and self.compute_loss_func is None
+                    and self.model_accepts_loss_kwargs and _accepts_logits_to_keep(self.accelerator.unwrap_model(model)))
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if (return_outputs or not model.training or "labels" not in inputs or self.label_smoother is not None
-                    or self.compute_loss_func is not None or not self.model_accepts_loss_kwargs
-                    or not _accepts_logits_to_keep(self.accelerator.unwrap_model(model))):
+            if return_outputs or not model.training or not self._labels_only(model, inputs):
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             return label_positions_loss(model, inputs, num_items_in_batch)
+
+        def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+            """Eval loss with the head run only at labelled positions, as in training: the
+            full-vocabulary logits of a long eval batch were the peak memory of checkpointed runs."""
+            if not prediction_loss_only or not self._labels_only(model, inputs):
+                return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+            import torch
+
+            inputs = self._prepare_inputs(inputs)
+            with torch.no_grad(), self.compute_loss_context_manager():
+                loss = label_positions_loss(model, inputs)
+            return loss.detach(), None, None
 
         if recipe.speed.group_by_length:
             def _get_train_sampler(self, train_dataset=None):

@@ -190,7 +190,8 @@ def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Rep
     total = sum(p.numel() for p in model.parameters())
     rep.say(f"method {recipe.method}: {trainable:,} of {total:,} parameters trainable ({trainable / total:.2%})")
 
-    speed_args, speed_note = speed.plan(recipe, placement, [len(x.input_ids) for x in data.train])
+    speed_args, speed_note = speed.plan(recipe, placement, [len(x.input_ids) for x in data.train],
+                                        [sum(1 for y in x.labels if y != -100) for x in data.train])
     rep.say(speed_note + f"; attention: {speed.describe_attention(model)}")
     t = recipe.train
     per_epoch = math.ceil(len(data.train) / (t.batch_size * t.grad_accum))
@@ -215,6 +216,7 @@ def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Rep
         include_num_input_tokens_seen="non_padding",
         disable_tqdm=True, log_level="error", **life.training_args(),
         remove_unused_columns=False, dataloader_num_workers=0,
+        prediction_loss_only=True,  # eval reports its loss only: no eval logits are kept
         **methods.optimizer_args(recipe, placement.device), **speed_args,
     )
     trainer = life.trainer_class(speed.trainer_class(recipe))(

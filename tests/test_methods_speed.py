@@ -126,3 +126,34 @@ def test_uncast_adapter_inputs_give_bit_identical_loss_and_gradients(tiny_model_
     assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
     with torch.no_grad():  # casting is back: bf16 activations meet fp32 adapters without autocast
         assert torch.isfinite(model(input_ids=ids).logits).all()
+
+
+def test_eval_loss_with_labelled_positions_only_equals_the_full_eval_loss(tiny_model_dir):
+    """The trainer's eval (prediction_step) runs the head only at labelled positions: same loss."""
+    import torch
+    from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq, TrainingArguments
+
+    from tuneforge.runner.train import _to_dataset
+
+    class Item:
+        def __init__(self, ids, labels):
+            self.input_ids, self.labels = ids, labels
+
+    g = torch.Generator().manual_seed(3)
+    items = []
+    for n, prompt in ((14, 5), (9, 3), (20, 12)):
+        ids = torch.randint(5, 1000, (n,), generator=g).tolist()
+        items.append(Item(ids, [-100] * prompt + ids[prompt:]))
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    recipe = recipe_from_dict({"name": "x", "data": {"train": [{"path": "unused.jsonl"}]}})
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    losses = []
+    for only in (True, False):
+        args = TrainingArguments(output_dir="/tmp/tf-eval-test", per_device_eval_batch_size=3, use_cpu=True,
+                                 report_to="none", prediction_loss_only=only)
+        trainer = trainer_class(recipe)(model=model, args=args, eval_dataset=_to_dataset(items),
+                                        data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100))
+        losses.append(trainer.evaluate()["eval_loss"])
+    assert abs(losses[0] - losses[1]) < 1e-5
