@@ -106,14 +106,9 @@ def _lora_params(shape: ModelShape, r: int) -> int:
     return shape.layers * r * (4 * 2 * h + 3 * (h + i))
 
 
-def token_lengths(recipe, sample: int = 256) -> tuple[list[int], int]:
-    """(a sample of token lengths, number of training examples) from the real data and template."""
-    lengths, _, n = token_counts(recipe, sample)
-    return lengths, n
-
-
 def token_counts(recipe, sample: int = 256) -> tuple[list[int], list[int], int]:
-    """(token lengths, labelled tokens, number of training examples) of a sample of the real data."""
+    """(token lengths, labelled tokens, number of training examples) of a sample of the real data
+    and template."""
     from . import model as model_mod
     from .data import DataReport, load_examples
     from .data.template import ChatTokenizer, resolve_chat_template
@@ -137,7 +132,7 @@ def token_counts(recipe, sample: int = 256) -> tuple[list[int], list[int], int]:
         except Exception:  # bad rows are reported by training itself
             continue
         lengths.append(len(t.input_ids))
-        labelled.append(sum(1 for x in t.labels if x != -100))
+        labelled.append(t.n_trained)
     return lengths, labelled, n
 
 

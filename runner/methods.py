@@ -44,34 +44,37 @@ def quantization_config(recipe, precision: str):
 
 
 def load_model(resolved, recipe, placement):
-    """Load the base model the way the method needs it (dtype, quantization)."""
+    """Load the base model the way the method needs it (dtype, quantization), with the attention
+    implementation training uses on this device (speed.attention)."""
     from . import model as model_mod
+    from .speed import attention
 
     qcfg = quantization_config(recipe, placement.precision)
     dtype = storage_dtype(recipe, placement.precision)
     if qcfg is None:
-        from .speed import attention
-
         model = model_mod.load_model(resolved, dtype, recipe.model.revision, recipe.model.trust_remote_code)
-        attention(model, recipe, placement.device)
-        return model
+    else:
+        model = _load_quantized(resolved, recipe, placement, qcfg, dtype)
+    attention(model, recipe, placement.device)
+    return model
+
+
+def _load_quantized(resolved, recipe, placement, qcfg, dtype):
     import torch
     from transformers import AutoModelForCausalLM
+
+    from . import model as model_mod
 
     model_mod.quiet_hf()
     device = placement.device if placement.device != "cuda" else "cuda:0"
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        return AutoModelForCausalLM.from_pretrained(
             resolved.path, quantization_config=qcfg, device_map={"": device},
             dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype, torch.float32),
             revision=recipe.model.revision, trust_remote_code=recipe.model.trust_remote_code,
         )
     except ImportError as exc:
         raise TuneforgeError(f"method 'qlora' needs bitsandbytes: {exc}", "pip install bitsandbytes") from None
-    from .speed import attention
-
-    attention(model, recipe, placement.device)
-    return model
 
 
 def layer_list(model):

@@ -9,6 +9,7 @@ is masked, so no example sees or predicts another (tests/test_packing.py checks 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from functools import lru_cache
 
 
 def collator(tokenizer, recipe):
@@ -169,11 +170,17 @@ class LengthGroupedBatches:
 
 
 def _accepts_logits_to_keep(model) -> bool:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return _forward_takes_logits_to_keep(type(base))
+
+
+@lru_cache(maxsize=None)
+def _forward_takes_logits_to_keep(cls) -> bool:
+    """Asked on every step: inspect each model class's forward signature once."""
     import inspect
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
     try:
-        return "logits_to_keep" in inspect.signature(base.forward).parameters
+        return "logits_to_keep" in inspect.signature(cls.forward).parameters
     except (TypeError, ValueError):
         return False
 

@@ -180,7 +180,8 @@ def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Rep
     rundir.write_json_atomic(run.data_report, data.report.to_dict())
     rep.say("data: " + data.report.summary())
     n_tokens = sum(len(t.input_ids) for t in data.train)
-    n_trained = sum(sum(1 for x in t.labels if x != -100) for t in data.train)
+    labelled = [t.n_trained for t in data.train]
+    n_trained = sum(labelled)
     rep.say(f"data: {len(data.train)} train / {len(data.eval)} eval examples, {n_tokens} tokens ({n_trained} trained)")
 
     model = methods.load_model(resolved, recipe, placement)  # dtype/quantization per method
@@ -190,8 +191,7 @@ def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Rep
     total = sum(p.numel() for p in model.parameters())
     rep.say(f"method {recipe.method}: {trainable:,} of {total:,} parameters trainable ({trainable / total:.2%})")
 
-    speed_args, speed_note = speed.plan(recipe, placement, [len(x.input_ids) for x in data.train],
-                                        [sum(1 for y in x.labels if y != -100) for x in data.train])
+    speed_args, speed_note = speed.plan(recipe, placement, [len(x.input_ids) for x in data.train], labelled)
     rep.say(speed_note + f"; attention: {speed.describe_attention(model)}")
     t = recipe.train
     per_epoch = math.ceil(len(data.train) / (t.batch_size * t.grad_accum))

@@ -58,16 +58,12 @@ def summary(run: rundir.RunDir) -> dict[str, Any]:
     """One run as a row: name, state (with 'dead'), step/total, last loss, elapsed, start time."""
     status = run.read_status()
     state = rundir.effective_state(status)
-    last_loss = None
-    for rec in reversed(tail_records(run.metrics)):
-        if rec.get("loss") is not None:
-            last_loss = rec["loss"]
-            break
+    recs = tail_records(run.metrics)
+    last_loss = next((rec["loss"] for rec in reversed(recs) if rec.get("loss") is not None), None)
     start = status.get("started_ts")
     end = _ts(status.get("ended_at")) if state not in ACTIVE else None
     elapsed = ((end or time.time()) - start) if isinstance(start, (int, float)) and state != "dead" else None
     if state == "dead":  # the process is gone: elapsed until its last record
-        recs = tail_records(run.metrics)
         elapsed = recs[-1].get("elapsed_s") if recs else None
     return {"name": run.name, "path": str(run.path), "state": state, "step": status.get("step"),
             "total_steps": status.get("total_steps"), "loss": last_loss, "elapsed_s": elapsed,

@@ -34,10 +34,6 @@ def _row(s: dict) -> RunRow:
                   s.get("total_steps"), s.get("loss"), s.get("elapsed_s"), str(s.get("started_at") or ""))
 
 
-def read_row(run: RunDir) -> RunRow:
-    return _row(watch.summary(run))
-
-
 def list_runs(runs_dir: Path) -> list[RunRow]:
     """Every run under runs_dir, newest first."""
     return [_row(s) for s in watch.list_runs(runs_dir)]
