@@ -226,7 +226,9 @@ def estimate(recipe, lengths: list[int] | None = None, n_examples: int | None = 
         weights += trainable * 2  # autocast keeps a half-precision copy of trainable weights per step
 
     batch = recipe.train.batch_size
-    tokens, peak_tokens = batch_tokens(lengths, batch, recipe.speed.group_by_length, recipe.speed.packing)
+    from .speed import packing_expected
+
+    tokens, peak_tokens = batch_tokens(lengths, batch, recipe.speed.group_by_length, packing_expected(recipe, device))
     per_tok_layer = ACT_BYTES_PER_TOKEN_LAYER[0] * shape.hidden + ACT_BYTES_PER_TOKEN_LAYER[1] * shape.intermediate
     if precision == "fp32":
         per_tok_layer *= 2
@@ -234,7 +236,7 @@ def estimate(recipe, lengths: list[int] | None = None, n_examples: int | None = 
     if not cuda and lengths:  # speed.cpu_attention: short rows run eager attention and keep its scores
         from .speed import EAGER_CPU_MAX_QUERY
 
-        rows, longest = (1, int(peak_tokens)) if recipe.speed.packing else (batch, max(lengths))
+        rows, longest = batch, max(lengths)  # packed rows too: their attention runs example by example
         eager_len = min(longest, EAGER_CPU_MAX_QUERY)
         scores = rows * shape.heads * eager_len**2 * ATTN_SCORE_BYTES * (2 if precision == "fp32" else 1)
         layer_act = max(layer_act, (rows * eager_len * per_tok_layer + scores) * shape.layers)

@@ -48,10 +48,11 @@ class SpeedSpec(_Strict):
     group_by_length: bool = Field(
         True, description="Batch examples of similar length together so few pad tokens are computed (order stays random between groups)."
     )
-    packing: bool = Field(
-        False,
+    packing: Union[Literal["auto"], bool] = Field(
+        "auto",
         description="Concatenate each batch into one padding-free row; attention stays within each example "
-        "(per-example position ids), so nothing leaks between examples.",
+        "(per-example position ids), so nothing leaks between examples and the loss is the padded batch's. "
+        "'auto' packs on CPU, where tuneforge runs attention example by example, and not on GPUs.",
     )
     gradient_checkpointing: Union[Literal["auto"], bool] = Field(
         "auto",
@@ -84,7 +85,7 @@ def combination_problems(recipe) -> list[str]:
     if recipe.method == "freeze" and recipe.freeze.layers == 0 and not recipe.freeze.modules:
         out.append("method 'freeze' with freeze.layers 0 and no freeze.modules trains nothing "
                    "— fix: set freeze.layers (e.g. 2) or freeze.modules (e.g. [lm_head])")
-    if recipe.speed.packing and recipe.speed.torch_compile:
+    if recipe.speed.packing is True and recipe.speed.torch_compile:
         out.append("speed.packing gives every batch a new length, so torch_compile would recompile at every step "
                    "— fix: turn off one of speed.packing or speed.torch_compile")
     return out

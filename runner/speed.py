@@ -1,9 +1,11 @@
-"""Throughput settings: length-grouped batches, padding-free packing, checkpointing, compile.
+"""Throughput settings: length-grouped batches, padding-free batches, checkpointing, compile.
 
-Packing is contamination-free: a batch becomes one row with per-example position ids and no
-attention mask; transformers then builds a block-diagonal causal mask from the position ids (SDPA
-and eager) or passes sequence boundaries to flash-attention, and the first label of every example
-is masked, so no example sees or predicts another (tests/test_packing.py checks the logits).
+Padding-free batches ("packing") are contamination-free: a batch becomes one row with per-example
+position ids and no attention mask, and the first label of every example is masked. On CPU,
+cpu_attention runs attention example by example (gathered into a padded block, causal, and
+scattered back), so every other layer computes real tokens only; elsewhere transformers builds a
+block-diagonal mask from the position ids or passes sequence boundaries to flash-attention.
+tests/test_packing.py checks that packed logits equal the examples run one by one.
 """
 
 from __future__ import annotations
@@ -12,11 +14,30 @@ from contextlib import contextmanager
 from functools import lru_cache
 
 
-def collator(tokenizer, recipe):
-    if recipe.speed.packing:
+def packing_on(recipe, attn_implementation: str | None) -> bool:
+    """speed.packing resolved: 'auto' packs where tuneforge's CPU attention runs the packed
+    examples one by one (padding-free then costs nothing extra); on GPUs transformers' SDPA would
+    compute one block-diagonal (tokens x tokens) mask instead, so 'auto' leaves packing off there."""
+    choice = recipe.speed.packing
+    if choice is True or choice is False:
+        return choice
+    return attn_implementation == CPU_ATTENTION and not recipe.speed.torch_compile
+
+
+def packing_expected(recipe, device: str) -> bool:
+    """packing_on() before the model is loaded (for the estimate): auto packs on CPU."""
+    choice = recipe.speed.packing
+    if choice is True or choice is False:
+        return choice
+    return device == "cpu" and not recipe.speed.torch_compile
+
+
+def collator(tokenizer, packed: bool):
+    if packed:
         from transformers import DataCollatorWithFlattening
 
-        return DataCollatorWithFlattening(return_position_ids=True, separator_id=-100)
+        # sequence boundaries as cu_seq_lens: cpu_attention and flash-attention use them as given
+        return DataCollatorWithFlattening(return_position_ids=True, separator_id=-100, return_flash_attn_kwargs=True)
     from transformers import DataCollatorForSeq2Seq
 
     return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
@@ -39,35 +60,129 @@ def _model_eager(module):
 def cpu_attention(module, query, key, value, attention_mask, *args, **kwargs):
     """Attention for CPU training, chosen per batch by length: eager (plain matmul + softmax) for
     short rows, where torch's SDPA kernel has a slow backward, SDPA for long rows, where eager's
-    batch x heads x length^2 score tensors cost time and memory. The mask is the eager float mask,
-    which SDPA takes as an additive bias."""
+    batch x heads x length^2 score tensors cost time and memory. A padded batch brings the eager
+    float mask, which SDPA takes as an additive bias; a packed or unpadded batch brings none
+    (cpu_mask) and is run causally, example by example (_maskless_attention)."""
+    if attention_mask is None:
+        return _maskless_attention(module, query, key, value, *args, **kwargs)
+    for k in _SEQ_KWARGS:
+        kwargs.pop(k, None)
     eager = _model_eager(module) if query.shape[-2] <= EAGER_CPU_MAX_QUERY else None
     if eager is not None:
         return eager(module, query, key, value, attention_mask, *args, **kwargs)
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if attention_mask is not None and attention_mask.is_floating_point() and attention_mask.dtype != query.dtype:
+    if attention_mask.is_floating_point() and attention_mask.dtype != query.dtype:
         attention_mask = attention_mask.to(query.dtype)
     return sdpa_attention_forward(module, query, key, value, attention_mask, *args, **kwargs)
 
 
+_SEQ_KWARGS = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")
+
+
+def _maskless_attention(module, query, key, value, *args, **kwargs):
+    """A batch without a mask: rows with no padding, or one packed row of several examples. The
+    packed row's examples (from cu_seq_lens_q, else from where position_ids restart) are gathered
+    into a padded (examples x longest) block, run causally -- right padding never reaches a real
+    token under a causal mask, so no padding mask is needed -- and scattered back: every layer
+    but attention sees real tokens only, and attention costs what the padded batch's would."""
+    cu = kwargs.get("cu_seq_lens_q")
+    for k in _SEQ_KWARGS:
+        kwargs.pop(k, None)
+    segments = _segments(cu, kwargs.get("position_ids"), query.shape[-2]) if query.shape[0] == 1 else None
+    if segments is None:
+        return _causal_attention(module, query, key, value, *args, **kwargs)
+    index, rows, longest = segments
+
+    def to_rows(t):  # (1, heads, tokens, dim) -> (rows, heads, longest, dim), zeros after each example
+        heads, dim = t.shape[1], t.shape[3]
+        flat = t[0].transpose(0, 1)
+        block = flat.new_zeros(rows * longest, heads, dim).index_copy(0, index, flat)
+        return block.view(rows, longest, heads, dim).transpose(1, 2)
+
+    out, _ = _causal_attention(module, to_rows(query), to_rows(key), to_rows(value), *args, **kwargs)
+    return out.reshape(rows * longest, *out.shape[2:]).index_select(0, index).unsqueeze(0), None
+
+
+def _causal_attention(module, query, key, value, *args, **kwargs):
+    """Causal attention without a padding mask: eager with a shared (1 x 1 x L x L) causal mask for
+    short rows, SDPA's is_causal for long ones (or when the keys are longer than the queries)."""
+    length = query.shape[-2]
+    eager = _model_eager(module) if length <= EAGER_CPU_MAX_QUERY and key.shape[-2] == length else None
+    if eager is not None:
+        return eager(module, query, key, value, _causal_mask(length, query.dtype), *args, **kwargs)
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    return sdpa_attention_forward(module, query, key, value, None, *args, **kwargs)
+
+
+@lru_cache(maxsize=4)
+def _causal_mask(length: int, dtype):
+    import torch
+
+    return torch.full((length, length), torch.finfo(dtype).min, dtype=dtype).triu(1)[None, None]
+
+
+_last_segments: list = [None, None]  # (the tensor they were derived from, result): all layers share it
+
+
+def _segments(cu_seq_lens, position_ids, tokens: int):
+    """(token index into a rows x longest block, rows, longest) for a packed row, or None when the
+    row holds one sequence. Computed once per forward pass: every layer gets the same tensors."""
+    import torch
+
+    source = cu_seq_lens if cu_seq_lens is not None else position_ids
+    if source is None:
+        return None
+    if _last_segments[0] is source:
+        return _last_segments[1]
+    if cu_seq_lens is not None:
+        bounds = cu_seq_lens.long()
+    else:
+        pos = position_ids[0]
+        starts = (torch.nonzero(pos[1:] - pos[:-1] != 1).flatten() + 1).tolist()
+        bounds = torch.tensor([0, *starts, tokens])
+    lengths = bounds.diff()
+    result = None
+    if lengths.numel() > 1:
+        rows, longest = lengths.numel(), int(lengths.max())
+        row = torch.repeat_interleave(torch.arange(rows), lengths)
+        result = (row * longest + torch.arange(tokens) - bounds[:-1][row], rows, longest)
+    _last_segments[0], _last_segments[1] = source, result
+    return result
+
+
+def cpu_mask(*args, attention_mask=None, **kwargs):
+    """The mask for cpu_attention: none for a batch without padding (a packed row included; the
+    attention knows the examples' boundaries), else transformers' eager float mask."""
+    if attention_mask is None:
+        return None
+    from transformers.masking_utils import eager_mask
+
+    return eager_mask(*args, attention_mask=attention_mask, **kwargs)
+
+
 def _register_cpu_attention() -> None:
     from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+    from transformers.masking_utils import AttentionMaskInterface
 
     AttentionInterface.register(CPU_ATTENTION, cpu_attention)
-    AttentionMaskInterface.register(CPU_ATTENTION, eager_mask)
+    AttentionMaskInterface.register(CPU_ATTENTION, cpu_mask)
 
 
 def attention(model, recipe, device: str) -> str:
     """On CPU, train with attention chosen per batch by length (cpu_attention): eager for short
-    rows, SDPA for long ones. Only for a model loaded with SDPA whose modeling file has an eager
-    path; the Trainer puts the loaded implementation back when training ends (restore_attention),
-    so the returned model computes like the saved adapter on a freshly loaded base."""
+    rows, SDPA for long ones; packed rows example by example. Only for a model loaded with SDPA
+    whose modeling file has an eager path and whose sliding window (if any) covers the cut-off;
+    the Trainer puts the loaded implementation back when training ends (restore_attention), so
+    the returned model computes like the saved adapter on a freshly loaded base."""
     current = getattr(model.config, "_attn_implementation", None)
     if device != "cpu" or current != "sdpa":
         return current or "default"
     if _model_eager(model) is None:  # no eager path in this model's modeling file
+        return current
+    window = _sliding_window(model.config)
+    if window is not None and window < recipe.data.max_length:  # unpadded rows here get no window
         return current
     _register_cpu_attention()
     try:
@@ -78,11 +193,22 @@ def attention(model, recipe, device: str) -> str:
     return describe_attention(model)
 
 
+def _sliding_window(config) -> int | None:
+    """The model's attention window when some layer uses one, else None."""
+    window = getattr(config, "sliding_window", None)
+    if not window or getattr(config, "use_sliding_window", True) is False:
+        return None
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types and not any("sliding" in str(t) for t in layer_types):
+        return None
+    return int(window)
+
+
 def describe_attention(model) -> str:
     """The attention implementation training uses, for the log."""
     current = getattr(model.config, "_attn_implementation", None) or "default"
     if current == CPU_ATTENTION:
-        return f"eager for rows up to {EAGER_CPU_MAX_QUERY} tokens, SDPA above (CPU)"
+        return f"eager for rows up to {EAGER_CPU_MAX_QUERY} tokens, SDPA above, packed examples one by one (CPU)"
     return current
 
 
@@ -119,7 +245,8 @@ def trainer_args(recipe, checkpointing: bool) -> dict:
     return out
 
 
-def plan(recipe, placement, lengths: list[int], labelled: list[int] | None = None) -> tuple[dict, str]:
+def plan(recipe, placement, lengths: list[int], labelled: list[int] | None = None,
+         packed: bool = False) -> tuple[dict, str]:
     """(TrainingArguments keywords, a line for the log) for this run's speed settings."""
     est = None
     if recipe.speed.gradient_checkpointing == "auto":
@@ -132,7 +259,9 @@ def plan(recipe, placement, lengths: list[int], labelled: list[int] | None = Non
             est = None
     on, why = checkpointing_needed(recipe, est)
     s = recipe.speed
-    note = (f"speed: {'length-grouped' if s.group_by_length else 'random'} batches, packing {'on' if s.packing else 'off'}, "
+    pack_why = " (auto)" if s.packing == "auto" else ""
+    note = (f"speed: {'length-grouped' if s.group_by_length else 'random'} batches, "
+            f"packing {'on: padding-free batches' if packed else 'off'}{pack_why}, "
             f"gradient checkpointing {'on' if on else 'off'} ({why}), torch.compile {'on' if s.torch_compile else 'off'}")
     if est is not None:
         note += f"; estimated peak memory {est.peak_bytes / 2**30:.2f} GiB of {est.available_bytes / 2**30:.2f} GiB"

@@ -191,7 +191,8 @@ def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Rep
     total = sum(p.numel() for p in model.parameters())
     rep.say(f"method {recipe.method}: {trainable:,} of {total:,} parameters trainable ({trainable / total:.2%})")
 
-    speed_args, speed_note = speed.plan(recipe, placement, [len(x.input_ids) for x in data.train], labelled)
+    packed = speed.packing_on(recipe, getattr(model.config, "_attn_implementation", None))
+    speed_args, speed_note = speed.plan(recipe, placement, [len(x.input_ids) for x in data.train], labelled, packed)
     rep.say(speed_note + f"; attention: {speed.describe_attention(model)}")
     t = recipe.train
     per_epoch = math.ceil(len(data.train) / (t.batch_size * t.grad_accum))
@@ -222,7 +223,7 @@ def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Rep
     trainer = life.trainer_class(speed.trainer_class(recipe))(
         model=model, args=args,
         train_dataset=_to_dataset(data.train), eval_dataset=_to_dataset(data.eval) if has_eval else None,
-        data_collator=speed.collator(tok, recipe), optimizers=(methods.make_optimizer(model, recipe, args), None),
+        data_collator=speed.collator(tok, packed), optimizers=(methods.make_optimizer(model, recipe, args), None),
         callbacks=[_metrics_callback(run, progress, started), *life.callbacks()],
     )
     trainer.remove_callback(PrinterCallback)

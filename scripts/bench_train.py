@@ -93,8 +93,8 @@ def child_tuneforge(args, work: Path, kind: str) -> dict:
     counter_box: dict = {}
     make = speed.collator
 
-    def counting_collator(tok, recipe):
-        counter_box["c"] = Counter(make(tok, recipe))
+    def counting_collator(tok, packed):
+        counter_box["c"] = Counter(make(tok, packed))
         return counter_box["c"]
 
     speed.collator = counting_collator

@@ -157,3 +157,20 @@ def test_eval_loss_with_labelled_positions_only_equals_the_full_eval_loss(tiny_m
                                         data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100))
         losses.append(trainer.evaluate()["eval_loss"])
     assert abs(losses[0] - losses[1]) < 1e-5
+
+
+def test_cpu_attention_is_not_used_where_a_sliding_window_is_shorter_than_the_cut_off():
+    """Unpadded and packed rows reach cpu_attention without a mask, so it could not apply a window:
+    such models keep their own attention (and masks)."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from tuneforge.runner import speed
+
+    cfg = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4,
+               num_key_value_heads=2, vocab_size=100, attn_implementation="sdpa")
+    data = {"train": [{"path": "unused.jsonl"}], "max_length": 64}
+    recipe = recipe_from_dict({"name": "x", "data": data})
+    windowed = MistralForCausalLM(MistralConfig(sliding_window=16, **cfg))
+    assert speed.attention(windowed, recipe, "cpu") == "sdpa"
+    wide = MistralForCausalLM(MistralConfig(sliding_window=4096, **cfg))
+    assert speed.attention(wide, recipe, "cpu").startswith("eager for rows up to")

@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from tuneforge.runner.recipe import recipe_from_dict
+
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
@@ -25,9 +27,14 @@ def _examples():
     return [torch.randint(10, 4000, (n,), generator=g).tolist() for n in (7, 12, 5)]
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager", "cpu-eager-branch", "cpu-sdpa-branch"])
-def test_packed_logits_equal_one_by_one(tiny, attn, monkeypatch):
-    """cpu-*: CPU training's length-dispatched attention (speed.cpu_attention), each branch forced."""
+@pytest.mark.parametrize("attn,boundaries", [
+    ("sdpa", "positions"), ("eager", "positions"),
+    ("cpu-eager-branch", "positions"), ("cpu-sdpa-branch", "positions"),
+    ("cpu-eager-branch", "cu_seq_lens"), ("cpu-sdpa-branch", "cu_seq_lens"),
+])
+def test_packed_logits_equal_one_by_one(tiny, attn, boundaries, monkeypatch):
+    """cpu-*: CPU training's attention (speed.cpu_attention), each length branch forced; it finds the
+    examples from the collator's cu_seq_lens (what training passes) or from where positions restart."""
     import torch
     from transformers import DataCollatorWithFlattening
 
@@ -40,10 +47,12 @@ def test_packed_logits_equal_one_by_one(tiny, attn, monkeypatch):
     tiny.set_attn_implementation(attn)
 
     seqs = _examples()
-    batch = DataCollatorWithFlattening(return_position_ids=True)([{"input_ids": s, "labels": s} for s in seqs])
+    collate = DataCollatorWithFlattening(return_position_ids=True, return_flash_attn_kwargs=boundaries == "cu_seq_lens")
+    batch = collate([{"input_ids": s, "labels": s} for s in seqs])
     assert batch["input_ids"].shape == (1, sum(map(len, seqs))) and "attention_mask" not in batch
+    extra = {k: v for k, v in batch.items() if k.startswith(("cu_seq", "max_length"))}
     with torch.no_grad():
-        packed = tiny(input_ids=batch["input_ids"], position_ids=batch["position_ids"]).logits[0]
+        packed = tiny(input_ids=batch["input_ids"], position_ids=batch["position_ids"], **extra).logits[0]
         alone = torch.cat([tiny(input_ids=torch.tensor([s])).logits[0] for s in seqs])
         # the same tokens concatenated without per-example positions DO see each other: the check can fail
         leaky = tiny(input_ids=batch["input_ids"]).logits[0]
@@ -64,6 +73,55 @@ def test_packed_loss_equals_the_token_mean_of_the_examples(tiny):
     assert torch.allclose(packed, sum(sums) / sum(len(s) - 1 for s in seqs), atol=1e-5)
 
 
+@pytest.mark.parametrize("branch", ["eager", "sdpa"])
+def test_a_packed_training_step_has_the_padded_batch_loss_and_gradients(tiny_model_dir, branch, monkeypatch):
+    """What packing by default on CPU relies on: the training loss (logits at labelled positions
+    only) and the LoRA gradients of a packed batch are those of the same examples padded."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tuneforge.runner import speed
+
+    monkeypatch.setattr(speed, "EAGER_CPU_MAX_QUERY", 10_000 if branch == "eager" else 0)
+    recipe = recipe_from_dict({"name": "x", "data": {"train": [{"path": "unused.jsonl"}]}})
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa")
+    base.config.use_cache = False
+    assert speed.attention(base, recipe, "cpu") and speed.packing_on(recipe, base.config._attn_implementation)
+    torch.manual_seed(0)
+    model = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    rows = []
+    for n, prompt in zip((7, 12, 5, 9), (3, 5, 2, 9)):  # the last example has no labelled token
+        ids = torch.randint(10, 4000, (n,), generator=torch.Generator().manual_seed(n)).tolist()
+        rows.append({"input_ids": ids, "attention_mask": [1] * n, "labels": [-100] * prompt + ids[prompt:]})
+    runs = []
+    for packed in (False, True):
+        batch = speed.collator(tok, packed)([dict(r) for r in rows])
+        assert ("attention_mask" in batch) != packed
+        model.zero_grad()
+        loss = speed.label_positions_loss(model, batch, torch.tensor(sum(n - p - 1 for n, p in ((7, 3), (12, 5), (5, 2)))))
+        loss.backward()
+        runs.append((loss.detach(), [p.grad.clone() for p in model.parameters() if p.requires_grad]))
+    assert torch.allclose(runs[0][0], runs[1][0], atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(runs[0][1], runs[1][1]))
+
+
+def test_packing_auto_is_on_where_cpu_attention_runs_only():
+    from tuneforge.runner import speed
+
+    auto = recipe_from_dict({"name": "x", "data": {"train": [{"path": "unused.jsonl"}]}})
+    assert auto.speed.packing == "auto"
+    assert speed.packing_on(auto, speed.CPU_ATTENTION) and speed.packing_expected(auto, "cpu")
+    assert not speed.packing_on(auto, "sdpa") and not speed.packing_expected(auto, "cuda")
+    compiled = recipe_from_dict({"name": "x", "data": {"train": [{"path": "unused.jsonl"}]}, "speed": {"torch_compile": True}})
+    assert not speed.packing_on(compiled, speed.CPU_ATTENTION)  # new shapes every step would recompile
+    off = recipe_from_dict({"name": "x", "data": {"train": [{"path": "unused.jsonl"}]}, "speed": {"packing": False}})
+    assert not speed.packing_on(off, speed.CPU_ATTENTION)
+    on = recipe_from_dict({"name": "x", "data": {"train": [{"path": "unused.jsonl"}]}, "speed": {"packing": True}})
+    assert speed.packing_on(on, "sdpa") and speed.packing_expected(on, "cuda")
+
+
 def test_a_packed_run_trains(tiny_model_dir, tmp_path):
     from tuneforge.runner.recipe import recipe_from_dict
     from tuneforge.runner.train import train
@@ -71,10 +129,10 @@ def test_a_packed_run_trains(tiny_model_dir, tmp_path):
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps({"instruction": f"name {i}", "output": "x " * (i + 1)}) + "\n" for i in range(8)))
     rec = recipe_from_dict({
-        "name": "p", "model": {"name_or_path": str(tiny_model_dir)}, "speed": {"packing": True},
+        "name": "p", "model": {"name_or_path": str(tiny_model_dir)},  # packing: auto -> on, on CPU
         "data": {"train": [{"path": str(data)}], "max_length": 64},
         "train": {"max_steps": 2, "batch_size": 4, "logging_steps": 1}, "output": {"runs_dir": str(tmp_path)},
     })
     res = train(rec, progress_mode="plain")
     assert json.loads(res.run.status.read_text())["state"] == "finished"
-    assert "packing on" in res.run.log.read_text()
+    assert "packing on: padding-free batches (auto)" in res.run.log.read_text()
