@@ -297,7 +297,9 @@ eval loss on the last {args.eval} alpaca rows. Both sides train on identical tok
 
 {text}
 
-- real tokens/s counts only non-pad tokens; padding = pad share of the tokens computed.
+- real tokens/s counts only non-pad tokens; padding = pad share of the tokens computed by the
+  linear layers (packed batches have none; their attention still runs each batch's examples
+  padded to its longest one).
 - MFU = real tokens/s x (4 N + 2 N_trainable) / measured peak (gradient-checkpoint recompute not counted).
 - Peak RSS per configuration, each in its own process (ru_maxrss, includes the model-loading peak).
 - Runs are interleaved (a, b, q; with --repeats N then b, a, ...) and medians reported: the machine
@@ -305,18 +307,20 @@ eval loss on the last {args.eval} alpaca rows. Both sides train on identical tok
 - Baseline (b): fp32 weights + bf16 autocast, gradient checkpointing on, random batches padded to
   the longest row, LoRA r8/alpha16/dropout 0, lr 1e-4, warmup 0.1 (LLaMA-Factory's defaults).
   tuneforge (a): recipe defaults -- LoRA r16/alpha32/dropout 0, lr 2e-4, warmup 0.03, frozen base
-  stored in bf16, length-grouped batches, logits only at labelled positions, attention chosen per
-  batch (eager up to 256 tokens, SDPA above), no fp32 round trip of adapter inputs under autocast,
-  checkpointing off because the estimate says it fits.
+  stored in bf16, length-grouped and padding-free (packed) batches, logits only at labelled
+  positions, attention chosen per batch (eager up to 256 tokens, SDPA above), no fp32 round trip
+  of adapter inputs under autocast, checkpointing off because the estimate says it fits.
 
 Reproduce: `{cmd}`
 """
     old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
     start = old.find("## Training throughput")
-    if start >= 0:
-        end = old.find("\n## ", start + 5)
-        old = old[:start] + old[end + 1:] if end >= 0 else old[:start]
-    path.write_text(old.rstrip() + "\n\n" + body, encoding="utf-8")
+    if start < 0:
+        path.write_text(old.rstrip() + "\n\n" + body, encoding="utf-8")
+        return
+    end = old.find("\n## ", start + 5)  # the section is replaced where it stands; later sections stay
+    rest = old[end + 1:] if end >= 0 else ""
+    path.write_text(old[:start] + body + ("\n" + rest if rest else ""), encoding="utf-8")
 
 
 if __name__ == "__main__":
