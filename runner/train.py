@@ -214,7 +214,7 @@ def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Rep
         bf16=placement.precision == "bf16", fp16=placement.precision == "fp16",
         use_cpu=placement.device == "cpu",
         seed=recipe.seed, data_seed=recipe.seed,
-        include_num_input_tokens_seen="non_padding",
+        include_num_input_tokens_seen="all" if packed else "non_padding",  # packed batches hold no padding
         disable_tqdm=True, log_level="error", **life.training_args(),
         remove_unused_columns=False, dataloader_num_workers=0,
         prediction_loss_only=True,  # eval reports its loss only: no eval logits are kept
