@@ -78,6 +78,26 @@ class ModelShape:
     linear_params: int  # in the transformer blocks (what LoRA targets and QLoRA quantizes)
     file_bytes: int  # the weights on disk (they are memory-mapped while loading)
     heads: int = 1
+    model_type: str = ""
+
+
+def chunked_head(recipe, shape: ModelShape) -> bool:
+    """Whether training's loss runs the frozen head chunk by chunk (speed.head_cross_entropy): a
+    method that leaves the head frozen, for a model class with a plain head."""
+    if recipe.method not in ("lora", "qlora"):
+        return False
+    if any(m.split(".")[-1] in ("lm_head", "embed_tokens") for m in recipe.lora.modules_to_save):
+        return False
+    try:
+        import transformers
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+        from .speed import _plain_head_class
+
+        cls = getattr(transformers, MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(shape.model_type, ""), None)
+    except ImportError:
+        return False
+    return cls is not None and _plain_head_class(cls)
 
 
 def model_shape(path: str) -> ModelShape:
@@ -97,7 +117,8 @@ def model_shape(path: str) -> ModelShape:
     tied = bool(cfg.get("tie_word_embeddings", False))
     params = n * per_layer + v * h * (1 if tied else 2) + h
     files = list(p.glob("*.safetensors")) + list(p.glob("*.bin"))
-    return ModelShape(params, n, h, i, v, tied, n * (attn + mlp), sum(f.stat().st_size for f in files), heads)
+    return ModelShape(params, n, h, i, v, tied, n * (attn + mlp), sum(f.stat().st_size for f in files), heads,
+                      cfg.get("model_type", ""))
 
 
 def _lora_params(shape: ModelShape, r: int) -> int:
@@ -241,7 +262,12 @@ def estimate(recipe, lengths: list[int] | None = None, n_examples: int | None = 
         scores = rows * shape.heads * eager_len**2 * ATTN_SCORE_BYTES * (2 if precision == "fp32" else 1)
         layer_act = max(layer_act, (rows * eager_len * per_tok_layer + scores) * shape.layers)
     share = sum(labelled) / max(sum(lengths), 1) if labelled and lengths else LABELLED_SHARE
-    logits = share * peak_tokens * shape.vocab * LOGIT_BYTES_PER_TOKEN * (1.4 if precision == "fp32" else 1.0)
+    head_tokens = share * peak_tokens
+    if chunked_head(recipe, shape):  # one chunk's logits at a time, plus the (tokens x hidden) gradient
+        from .speed import HEAD_CHUNK
+
+        head_tokens = min(head_tokens, HEAD_CHUNK)
+    logits = head_tokens * shape.vocab * LOGIT_BYTES_PER_TOKEN * (1.4 if precision == "fp32" else 1.0)
 
     def total(ckpt: bool) -> tuple[int, int]:
         act = int((layer_act * CKPT_ACT_FACTOR if ckpt else layer_act) + logits)

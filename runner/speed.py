@@ -319,8 +319,10 @@ def label_positions_loss(model, inputs, num_items_in_batch=None):
 
     The head (hidden x vocab, 49k wide on small models) and its fp32 softmax are a large share of a
     small model's step; prompt and pad positions (label -100) never reach the loss, so their logits
-    are not computed (the model's `logits_to_keep` with a boolean mask). Same loss value and
-    gradients as the full computation, including the Trainer's num_items_in_batch normalisation.
+    are not computed (the model's `logits_to_keep` with a boolean mask). Where the model's head is a
+    plain frozen linear layer, the kept positions go through HeadCrossEntropy (chunked, no logits
+    kept). Same loss value and gradients as the full computation, including the Trainer's
+    num_items_in_batch normalisation.
     """
     import torch
 
@@ -329,9 +331,109 @@ def label_positions_loss(model, inputs, num_items_in_batch=None):
     keep = shift != -100
     kept = shift[keep]
     rest = {k: v for k, v in inputs.items() if k != "labels"}
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = _frozen_plain_head(base)
+    if head is not None:  # the model runs as usual (its wrappers: autocast...), its head on no position
+        seen = {}
+
+        def grab(module, args, output):
+            seen["hidden"] = output.last_hidden_state
+            kind = seen["hidden"].device.type
+            seen["amp"] = torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else None
+
+        hook = base.model.register_forward_hook(grab)
+        try:
+            model(**rest, logits_to_keep=torch.zeros_like(keep))
+        finally:
+            hook.remove()
+        count = num_items_in_batch if num_items_in_batch is not None else max(kept.numel(), 1)
+        return head_cross_entropy(seen["hidden"][keep], head.weight, kept, count, seen["amp"])
     if num_items_in_batch is not None:
         rest["num_items_in_batch"] = num_items_in_batch
     return model(**rest, logits_to_keep=keep, labels=kept, shift_labels=kept).loss
+
+
+# Tokens per chunk of the fused head: measured on this CPU (2000 labelled tokens, SmolLM2's 49k
+# vocabulary, forward + backward): 404-428 ms at 128, 574-621 at 256, 794 at 512, 884-904 unfused.
+HEAD_CHUNK = 128
+
+
+def head_cross_entropy(hidden, weight, labels, count, amp_dtype=None):
+    """sum of cross-entropy(hidden @ weight.T, labels) / count for a frozen head (HeadCrossEntropy)."""
+    return _head_cross_entropy_fn().apply(hidden, weight, labels, count, amp_dtype)
+
+
+@lru_cache(maxsize=1)
+def _head_cross_entropy_fn():
+    import torch
+
+    class HeadCrossEntropy(torch.autograd.Function):
+        """The head's logits, their log-softmax and the gradient (softmax - one-hot) / count, chunk by
+        chunk of HEAD_CHUNK tokens in the forward pass, multiplied back through the weight at once:
+        only the (tokens x hidden) gradient is kept, never the (tokens x vocabulary) logits. Small
+        chunks stay in cache: about twice as fast as logits + cross_entropy + backward on this CPU,
+        and about 1 GB less memory at 2000 labelled tokens. Matmuls run in the autocast dtype the
+        model ran in (as its own head would); the softmax is fp32, as in transformers' loss."""
+
+        @staticmethod
+        def forward(ctx, hidden, weight, labels, count, amp_dtype):
+            dtype = amp_dtype or hidden.dtype
+            h, w = hidden.to(dtype), weight.to(dtype)
+            scale = 1.0 / count.to(torch.float32) if torch.is_tensor(count) else 1.0 / count
+            want_grad = ctx.needs_input_grad[0]
+            grad = torch.empty_like(h) if want_grad else None
+            total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+            for s in range(0, h.shape[0], HEAD_CHUNK):
+                logits = (h[s:s + HEAD_CHUNK] @ w.t()).float()
+                lab = labels[s:s + HEAD_CHUNK]
+                lse = torch.logsumexp(logits, -1)
+                total += (lse - logits.gather(1, lab[:, None]).squeeze(1)).sum()
+                if want_grad:
+                    probs = logits.sub_(lse[:, None]).exp_()
+                    probs[torch.arange(lab.numel(), device=lab.device), lab] -= 1.0
+                    grad[s:s + HEAD_CHUNK] = probs.mul_(scale).to(dtype) @ w
+            if want_grad:
+                ctx.save_for_backward(grad)
+                ctx.hidden_dtype = hidden.dtype
+            return total * scale
+
+        @staticmethod
+        def backward(ctx, grad_out):
+            (grad,) = ctx.saved_tensors
+            return (grad * grad_out.to(grad.dtype)).to(ctx.hidden_dtype), None, None, None, None
+
+    return HeadCrossEntropy
+
+
+_BENT_HEADS = ("softcap", "logit_scale", "logits_scaling", "aux_loss", "router")
+
+
+def _frozen_plain_head(base):
+    """The output head when HeadCrossEntropy computes exactly the model's own loss: a frozen,
+    bias-free nn.Linear whose model class does `logits = self.lm_head(hidden_states)` and the
+    standard loss (no softcapping, logit scaling or router losses; checked in its source), with the
+    backbone at `.model`. None otherwise (a trained head, LoRA on the head, other heads)."""
+    import torch
+
+    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
+    if type(head) is not torch.nn.Linear or head.bias is not None or head.weight.requires_grad:
+        return None
+    if not _plain_head_class(type(base)) or not isinstance(getattr(base, "model", None), torch.nn.Module):
+        return None
+    return head
+
+
+@lru_cache(maxsize=None)
+def _plain_head_class(cls) -> bool:
+    import inspect
+
+    try:
+        src = inspect.getsource(cls.forward)
+    except (OSError, TypeError):
+        return False
+    assigns = [ln.strip() for ln in src.splitlines() if ln.strip().startswith("logits =")]
+    return (assigns == ["logits = self.lm_head(hidden_states)"] and "self.model(" in src
+            and "self.loss_function(" in src and not any(w in src for w in _BENT_HEADS))
 
 
 @contextmanager

@@ -44,11 +44,12 @@ def test_loss_on_labelled_positions_only_equals_the_full_loss_and_gradients(tiny
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from tuneforge.runner.speed import label_positions_loss
+    from tuneforge.runner.speed import _frozen_plain_head, label_positions_loss
 
     torch.manual_seed(0)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
                            LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    assert _frozen_plain_head(model.get_base_model()) is not None  # the chunked head loss is what runs
     ids = torch.randint(5, 1000, (2, 12))
     labels = ids.clone()
     labels[0, :5] = labels[1, :8] = -100  # prompts
@@ -174,3 +175,49 @@ def test_cpu_attention_is_not_used_where_a_sliding_window_is_shorter_than_the_cu
     assert speed.attention(windowed, recipe, "cpu") == "sdpa"
     wide = MistralForCausalLM(MistralConfig(sliding_window=4096, **cfg))
     assert speed.attention(wide, recipe, "cpu").startswith("eager for rows up to")
+
+
+@pytest.mark.parametrize("head", ["frozen", "trained"])
+def test_chunked_head_loss_matches_the_models_own_loss_under_bf16_autocast(tiny_model_dir, head, monkeypatch):
+    """The frozen head's loss runs chunk by chunk (speed.HEAD_CHUNK) with no logits kept: loss and
+    gradients match the model's own head + cross-entropy under bf16 autocast (to bf16 rounding),
+    across several chunks; a trained head (here lm_head in modules_to_save) keeps the model's path."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tuneforge.runner import speed
+
+    monkeypatch.setattr(speed, "HEAD_CHUNK", 4)  # 14 labelled tokens: four chunks, the last partial
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16)
+    cfg = LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False,
+                     modules_to_save=["lm_head"] if head == "trained" else None)
+    model = get_peft_model(base, cfg)
+    assert (speed._frozen_plain_head(model.get_base_model()) is None) == (head == "trained")
+    ids = torch.randint(5, 1000, (2, 12), generator=torch.Generator().manual_seed(4))
+    labels = ids.clone()
+    labels[0, :4] = labels[1, :6] = -100
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+    runs = []
+    for fn in (lambda: model(**inputs, num_items_in_batch=torch.tensor(14)).loss,
+               lambda: speed.label_positions_loss(model, inputs, torch.tensor(14))):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = fn()
+        loss.backward()
+        runs.append((loss.detach().float(), [p.grad.float().clone() for p in model.parameters() if p.requires_grad]))
+    assert torch.allclose(runs[0][0], runs[1][0], rtol=1e-3)
+    for a, b in zip(runs[0][1], runs[1][1]):
+        assert (a - b).abs().max() <= 0.02 * a.abs().max() + 1e-6
+
+
+def test_chunked_head_loss_is_only_used_for_plain_heads():
+    """Heads with softcapping, logit scaling or router losses compute more than lm_head + the
+    standard loss: they keep the model's own path (checked in the model class's source)."""
+    from transformers import Gemma2ForCausalLM, GraniteForCausalLM, LlamaForCausalLM, Qwen2ForCausalLM, Qwen2MoeForCausalLM
+
+    from tuneforge.runner.speed import _plain_head_class
+
+    assert _plain_head_class(LlamaForCausalLM) and _plain_head_class(Qwen2ForCausalLM)
+    assert not any(_plain_head_class(c) for c in (Gemma2ForCausalLM, GraniteForCausalLM, Qwen2MoeForCausalLM))
