@@ -272,6 +272,8 @@ def estimate(recipe, lengths: list[int] | None = None, n_examples: int | None = 
         head_tokens = min(head_tokens, HEAD_CHUNK)
     logits = head_tokens * shape.vocab * LOGIT_BYTES_PER_TOKEN * (1.4 if precision == "fp32" else 1.0)
 
+    runtime_bytes = 0 if cuda else RUNTIME_BYTES + (QLORA_CPU_RUNTIME_BYTES if method == "qlora" else 0)
+
     def total(ckpt: bool) -> tuple[int, int]:
         act = int((layer_act * CKPT_ACT_FACTOR if ckpt else layer_act) + logits)
         # loading memory-maps the checkpoint file while building the model: a peak of its own
@@ -279,8 +281,7 @@ def estimate(recipe, lengths: list[int] | None = None, n_examples: int | None = 
         if method == "qlora":  # bitsandbytes quantizes from a full-precision copy of each weight
             load += shape.params * store
         steady = weights + gradients + optimizer + act
-        runtime = 0 if cuda else RUNTIME_BYTES + (QLORA_CPU_RUNTIME_BYTES if method == "qlora" else 0)
-        return act, int(max(load, steady) + runtime)
+        return act, int(max(load, steady) + runtime_bytes)
 
     avail = available_bytes if available_bytes is not None else available_memory(device)
     ckpt_choice = recipe.speed.gradient_checkpointing
@@ -309,7 +310,6 @@ def estimate(recipe, lengths: list[int] | None = None, n_examples: int | None = 
         train_frac = trainable / shape.params
         flop_per_token = 2 * shape.params * (2 + train_frac) + (2 * shape.params if ckpt else 0)
         seconds = computed * flop_per_token / (rate * 0.45)  # ~45% of peak matmul rate on real models
-    runtime_bytes = 0 if cuda else RUNTIME_BYTES + (QLORA_CPU_RUNTIME_BYTES if method == "qlora" else 0)
     return Estimate(weights, gradients, optimizer, act, runtime_bytes, peak, avail, fits, seconds,
                     real_tokens, ckpt, advice)
 
