@@ -1,7 +1,7 @@
-"""The `tuneforge` command. Thin: parse, call one function, map errors to exit codes.
+"""The `tuneforge` command. Thin: parse, call one service (runner.services), print.
 
 Exit codes: 0 ok, 1 runtime failure (a bug or the machine), 2 user mistake (recipe, data, path,
-flag), 130/143 interrupted. Heavy libraries (torch, transformers) are imported inside commands,
+flag), 130/143 interrupted; every command maps them through cli_errors.guarded. Heavy libraries (torch, transformers) are imported inside commands,
 so `tuneforge --help` starts instantly.
 """
 
@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .errors import TuneforgeError
+from .cli_errors import guarded
 
 app = typer.Typer(
     name="tuneforge",
@@ -30,50 +30,24 @@ from .cli_data import data_app  # noqa: E402 - light: typer only
 
 app.add_typer(data_app, name="data")
 
-_state = {"debug": False}
-
-
-def _fail(exc: BaseException) -> None:
-    """Print an error the tuneforge way and exit; tracebacks only with --debug."""
-    from rich.console import Console
-
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
-    if isinstance(exc, TuneforgeError):
-        err.print(f"[bold red]error:[/] {exc.message}", markup=True)
-        if exc.fix:
-            err.print(f"[bold]fix:[/] {exc.fix}", markup=True)
-        code = exc.exit_code
-    else:
-        err.print(f"[bold red]tuneforge failed:[/] {type(exc).__name__}: {exc}", markup=True)
-        err.print("run again with --debug for the full traceback", markup=False)
-        code = 1
-    if _state["debug"]:
-        raise exc
-    raise typer.Exit(code)
-
 
 @app.callback(invoke_without_command=True)
+@guarded
 def _main(ctx: typer.Context, debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False) -> None:
-    _state["debug"] = debug
+    # --debug stays in the root context's params, where cli_errors.guarded reads it.
     if ctx.invoked_subcommand is None:  # bare `tuneforge`: the app (or a hint and exit 2 without a TTY)
         from .cli_tui import open_app
 
-        _guard(open_app)
-
-
-def _guard(fn, *args) -> None:
-    try:
-        fn(*args)
-    except TuneforgeError as exc:
-        _fail(exc)
+        open_app()
 
 
 @app.command()
+@guarded
 def new(edit: Annotated[Optional[Path], typer.Option("--edit", help="Open an existing recipe in the wizard.")] = None) -> None:
     """Create a recipe with the wizard (model, method, data, hyperparameters), then run it."""
     from .cli_tui import open_app
 
-    _guard(open_app, "new", edit)
+    open_app("new", edit)
 
 
 RecipeArg = Annotated[Path, typer.Argument(help="Recipe YAML file.", show_default=False)]
@@ -81,6 +55,7 @@ OverridesArg = Annotated[Optional[list[str]], typer.Argument(help="Overrides lik
 
 
 @app.command()
+@guarded
 def train(
     recipe: RecipeArg,
     overrides: OverridesArg = None,
@@ -91,38 +66,48 @@ def train(
     run_dir: Annotated[Optional[Path], typer.Option(hidden=True, help="Use this existing run directory (set by --detach).")] = None,
 ) -> None:
     """Train a recipe; writes runs/<name>/ with metrics, status, log, checkpoints and weights."""
-    from .cli_runs import run_train
+    from . import services
+    from .errors import TuneforgeError
 
-    try:
-        run_train(recipe, overrides or [], progress, detach, resume, run_dir, plain_every)
-    except KeyboardInterrupt as exc:  # 130 for ctrl-c, 143 for SIGTERM / tuneforge stop
-        raise typer.Exit(getattr(exc, "exit_code", 130))
-    except Exception as exc:  # noqa: BLE001 - mapped to exit codes in one place
-        _fail(exc)
+    services.check_progress(progress)
+    how = "detached" if detach else "foreground"
+    rec = services.load_recipe(recipe, overrides or [])
+    if resume:
+        if run_dir is None and not rec.name:
+            raise TuneforgeError("train --resume needs to know which run to continue, but the recipe has no name",
+                                 "use: tuneforge resume RUN   (or give the recipe a name:)")
+        target = run_dir or Path(rec.output.runs_dir) / rec.name
+        handle = services.resume(Path(target), how, progress, plain_every)
+    elif run_dir is not None:  # the child a launcher started on a run directory it made
+        handle = services.train_in(rec, run_dir, progress, plain_every)
+    else:
+        handle = services.launch(rec, how, progress, plain_every)
+    if handle.launcher != "foreground":
+        typer.echo(handle.instructions())
+        return
+    typer.echo(f"\nDone. Weights: {handle.weights}")
+    typer.echo(f"Chat with it:  tuneforge chat {handle.path}")
 
 
 @app.command()
+@guarded
 def validate(
     recipe: RecipeArg, overrides: OverridesArg = None,
     estimate: Annotated[bool, typer.Option("--estimate/--no-estimate", help="Also estimate memory and time on this machine.")] = True,
 ) -> None:
     """Print the resolved recipe (exit 0) or every problem in it (exit 2), then the memory/time estimate."""
-    from .recipe import load_recipe, recipe_to_yaml
+    from . import services
+    from .recipe import recipe_to_yaml
 
-    try:
-        rec = load_recipe(recipe, overrides or [])
-    except Exception as exc:  # noqa: BLE001
-        _fail(exc)
-        return
+    rec = services.load_recipe(recipe, overrides or [])
     typer.echo(recipe_to_yaml(rec), nl=False)
     if estimate:  # as YAML comments, so the output stays a valid recipe
-        from .estimate import describe
-
-        lines = [part for line in ["estimate for this machine:", *describe(rec)] for part in str(line).splitlines()]
+        lines = [part for line in ["estimate for this machine:", *services.describe_estimate(rec)] for part in str(line).splitlines()]
         typer.echo("".join(f"# {line}\n" for line in lines), nl=False)
 
 
 @recipe_app.command("schema")
+@guarded
 def recipe_schema() -> None:
     """Print the recipe's JSON Schema (for editors and validation elsewhere)."""
     from .recipe import json_schema
@@ -131,6 +116,7 @@ def recipe_schema() -> None:
 
 
 @app.command()
+@guarded
 def doctor() -> None:
     """Check Python, torch/CUDA, bf16, library versions, the model cache and the embedded model."""
     from rich.console import Console
@@ -155,7 +141,7 @@ _register_chat(app)
 
 from .cli_runs import register as _register_runs  # noqa: E402 - resume, runs, watch, logs, stop, checkpoint, plot
 
-_register_runs(app, _fail)
+_register_runs(app)
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """`tuneforge chat` and `tuneforge export`: talk to the result, then take it away.
 
-Thin like the rest of the CLI: parse, call one function, map errors to exit codes. Registered on
+Thin like the rest of the CLI: parse, call one function; errors map to exit codes in cli_errors. Registered on
 the main app by `register(app)`; heavy imports stay inside the commands.
 """
 
@@ -12,18 +12,14 @@ from typing import Annotated, Optional
 
 import typer
 
+from .cli_errors import guarded
+
 
 def _passive_threads() -> None:
     """Before torch loads: OpenMP threads that spin-wait for each other make generation up to 10x
     slower on a busy or shared CPU (measured: 0.4 vs 8 tokens/s with SmolLM2 on 2 loaded cores);
     waiting passively costs nothing noticeable on an idle machine. A user's own setting wins."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
-def _fail(exc: BaseException) -> None:
-    from .cli import _fail as fail
-
-    fail(exc)
 
 
 def chat(
@@ -54,11 +50,7 @@ def chat(
     sampling = Sampling(temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens,
                         repetition_penalty=repetition_penalty)
     conversation = Conversation(system=system)
-    try:
-        ref = resolve_target(target, runs_dir)
-    except Exception as exc:  # noqa: BLE001
-        _fail(exc)
-        return
+    ref = resolve_target(target, runs_dir)
     if plain or not (sys.stdin.isatty() and sys.stdout.isatty()):
         _plain(ref, adapter, compare, sampling, conversation)
         return
@@ -72,19 +64,14 @@ def _plain(ref: str, adapter: str | None, compare: bool, sampling, conversation)
     from .chat_repl import run_repl
 
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
-    try:
-        if interactive:
-            sys.stderr.write(f"loading {ref} ...\n")
-        engine = chat_mod.load(ref, adapter=adapter)
-        engine.sampling = sampling
-        if compare:
-            engine.base()
-        run_repl(engine, conversation, compare=compare, stdin=sys.stdin, stdout=sys.stdout, stderr=sys.stderr,
-                 interactive=interactive)
-    except KeyboardInterrupt:
-        raise typer.Exit(130)
-    except Exception as exc:  # noqa: BLE001
-        _fail(exc)
+    if interactive:
+        sys.stderr.write(f"loading {ref} ...\n")
+    engine = chat_mod.load(ref, adapter=adapter)
+    engine.sampling = sampling
+    if compare:
+        engine.base()
+    run_repl(engine, conversation, compare=compare, stdin=sys.stdin, stdout=sys.stdout, stderr=sys.stderr,
+             interactive=interactive)
 
 
 def export(
@@ -101,18 +88,12 @@ def export(
     from .export import export_run
 
     _passive_threads()
-    try:
-        result = export_run(run, out, merge=merge, dtype=dtype, max_shard_size=max_shard_size, base=base,
-                            force=force, runs_dir=runs_dir, say=lambda text: typer.echo(text, err=True))
-    except KeyboardInterrupt:
-        raise typer.Exit(130)
-    except Exception as exc:  # noqa: BLE001
-        _fail(exc)
-        return
+    result = export_run(run, out, merge=merge, dtype=dtype, max_shard_size=max_shard_size, base=base,
+                        force=force, runs_dir=runs_dir, say=lambda text: typer.echo(text, err=True))
     typer.echo(f"Exported {result.kind} to {result.path}")
     typer.echo(f"Load it with: {result.how_to_load}")
 
 
 def register(app: typer.Typer) -> None:
-    app.command()(chat)
-    app.command()(export)
+    app.command()(guarded(chat))
+    app.command()(guarded(export))

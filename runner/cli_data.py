@@ -13,6 +13,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from .cli_errors import guarded
+
 data_app = typer.Typer(help="Look at training data: preview masks, length stats, validation report.",
                        no_args_is_help=True)
 
@@ -70,17 +72,6 @@ def _tokenizer(t: Target):
     return tok, template, name
 
 
-def _run(fn) -> None:
-    from .cli import _fail
-
-    try:
-        fn()
-    except typer.Exit:
-        raise
-    except Exception as exc:  # noqa: BLE001 - mapped to exit codes in one place
-        _fail(exc)
-
-
 def _console():
     from rich.console import Console
 
@@ -119,6 +110,7 @@ def _show(console, tok, ids, labels, markers: bool) -> None:
 
 
 @data_app.command()
+@guarded
 def preview(
     dataset: DatasetArg,
     model: ModelOpt = None,
@@ -130,45 +122,41 @@ def preview(
     plain: Annotated[bool, typer.Option("--plain", help="Mark trained text with [[...]] instead of colour (automatic when not a terminal).")] = False,
 ) -> None:
     """Show rows as the model sees them, trained tokens highlighted ([[...]] when not a terminal)."""
+    from .data import DataReport, load_examples
+    from .data.template import ChatTokenizer, Dropped
 
-    def go() -> None:
-        from .data import DataReport, load_examples
-        from .data.template import ChatTokenizer, Dropped
-
-        t = _target(dataset, model, template, max_length, registry, fmt)
-        tok, tpl, tpl_name = _tokenizer(t)
-        console = _console()
-        markers = plain or not console.is_terminal
-        report = DataReport()
-        examples = []
-        for spec in t.data.train:
-            spec = spec.model_copy(update={"max_samples": min(spec.max_samples or n, n)})
-            examples += load_examples(spec, report)
-            if report.rows >= n:
-                break
-        chat = ChatTokenizer(tok, tpl, t.data.max_length, t.data.train_on_prompt, t.data.last_turn_only, t.data.truncation)
-        legend = "[[...]] = trained" if markers else "[bold green]green[/] = trained, [dim]dim[/] = not trained"
-        console.print(f"template: {tpl_name} · model: {t.model} · {legend}", markup=not markers, soft_wrap=True)
-        for ex, res in zip(examples, chat.encode_many(examples)):
-            if isinstance(res, Dropped):
-                console.rule(f"{ex.source}: dropped (longer than max_length {t.data.max_length})")
-                continue
-            if isinstance(res, Exception):
-                console.rule(f"{ex.source}: bad row — {res}")
-                continue
-            extra = " · truncated" if res.truncated else ""
-            console.rule(f"{ex.source} · {len(res.input_ids)} tokens, {res.n_trained} trained{extra}")
-            if res.rejected_ids is not None:
-                console.print("chosen:", style="bold")
-            _show(console, tok, res.input_ids, res.labels, markers)
-            if res.rejected_ids is not None:
-                console.print("rejected:", style="bold")
-                _show(console, tok, res.rejected_ids, res.rejected_labels, markers)
-        for reason, total in report.bad_totals.items():
-            for where, detail in report.bad[reason]:
-                console.rule(f"{where}: bad row — {reason}" + (f" ({detail})" if detail else ""))
-
-    _run(go)
+    t = _target(dataset, model, template, max_length, registry, fmt)
+    tok, tpl, tpl_name = _tokenizer(t)
+    console = _console()
+    markers = plain or not console.is_terminal
+    report = DataReport()
+    examples = []
+    for spec in t.data.train:
+        spec = spec.model_copy(update={"max_samples": min(spec.max_samples or n, n)})
+        examples += load_examples(spec, report)
+        if report.rows >= n:
+            break
+    chat = ChatTokenizer(tok, tpl, t.data.max_length, t.data.train_on_prompt, t.data.last_turn_only, t.data.truncation)
+    legend = "[[...]] = trained" if markers else "[bold green]green[/] = trained, [dim]dim[/] = not trained"
+    console.print(f"template: {tpl_name} · model: {t.model} · {legend}", markup=not markers, soft_wrap=True)
+    for ex, res in zip(examples, chat.encode_many(examples)):
+        if isinstance(res, Dropped):
+            console.rule(f"{ex.source}: dropped (longer than max_length {t.data.max_length})")
+            continue
+        if isinstance(res, Exception):
+            console.rule(f"{ex.source}: bad row — {res}")
+            continue
+        extra = " · truncated" if res.truncated else ""
+        console.rule(f"{ex.source} · {len(res.input_ids)} tokens, {res.n_trained} trained{extra}")
+        if res.rejected_ids is not None:
+            console.print("chosen:", style="bold")
+        _show(console, tok, res.input_ids, res.labels, markers)
+        if res.rejected_ids is not None:
+            console.print("rejected:", style="bold")
+            _show(console, tok, res.rejected_ids, res.rejected_labels, markers)
+    for reason, total in report.bad_totals.items():
+        for where, detail in report.bad[reason]:
+            console.rule(f"{where}: bad row — {reason}" + (f" ({detail})" if detail else ""))
 
 
 # ------------------------------------------------------------------------------------------
@@ -184,6 +172,7 @@ def _prepare(t: Target):
 
 
 @data_app.command()
+@guarded
 def stats(
     dataset: DatasetArg,
     model: ModelOpt = None,
@@ -195,57 +184,55 @@ def stats(
 ) -> None:
     """Rows, token-length percentiles and histogram, bad rows, padding waste at the batch size."""
 
-    def go() -> None:
-        from rich.table import Table
+    from rich.table import Table
 
-        from .data.stats import histogram, length_stats, padding_waste
+    from .data.stats import histogram, length_stats, padding_waste
 
-        t = _target(dataset, model, template, max_length, registry, fmt)
-        tok, tpl_name, prep = _prepare(t)
-        rows = prep.train + prep.eval
-        lengths = [len(r.input_ids) for r in rows]
-        trained = [r.n_trained for r in rows]
-        s = length_stats(lengths, trained)
-        bs = batch_size or t.batch_size
-        console = _console()
-        r = prep.report
-        summary = Table(title=f"{dataset} · template: {tpl_name}", show_header=False)
-        summary.add_column(justify="left")
-        summary.add_column(justify="right")
-        for k, v in [("rows read", r.rows), ("rows used", f"{r.used} ({len(prep.train)} train, {len(prep.eval)} eval)"),
-                     ("bad rows", r.bad_count), ("truncated", r.truncated), ("dropped (too long)", r.dropped_long),
-                     ("tokens", f"{s.tokens:,}"), ("trained tokens", f"{s.trained:,} ({s.trained / max(s.tokens, 1):.0%})"),
-                     ("length p50 / p90 / p95 / p99 / max", f"{s.p50} / {s.p90} / {s.p95} / {s.p99} / {s.max}"),
-                     (f"padding waste at batch size {bs}", f"{padding_waste([len(x.input_ids) for x in prep.train], bs):.1%}"),
-                     ("max_length", t.data.max_length)]:
-            summary.add_row(k, str(v))
-        console.print(summary)
+    t = _target(dataset, model, template, max_length, registry, fmt)
+    tok, tpl_name, prep = _prepare(t)
+    rows = prep.train + prep.eval
+    lengths = [len(r.input_ids) for r in rows]
+    trained = [r.n_trained for r in rows]
+    s = length_stats(lengths, trained)
+    bs = batch_size or t.batch_size
+    console = _console()
+    r = prep.report
+    summary = Table(title=f"{dataset} · template: {tpl_name}", show_header=False)
+    summary.add_column(justify="left")
+    summary.add_column(justify="right")
+    for k, v in [("rows read", r.rows), ("rows used", f"{r.used} ({len(prep.train)} train, {len(prep.eval)} eval)"),
+                 ("bad rows", r.bad_count), ("truncated", r.truncated), ("dropped (too long)", r.dropped_long),
+                 ("tokens", f"{s.tokens:,}"), ("trained tokens", f"{s.trained:,} ({s.trained / max(s.tokens, 1):.0%})"),
+                 ("length p50 / p90 / p95 / p99 / max", f"{s.p50} / {s.p90} / {s.p95} / {s.p99} / {s.max}"),
+                 (f"padding waste at batch size {bs}", f"{padding_waste([len(x.input_ids) for x in prep.train], bs):.1%}"),
+                 ("max_length", t.data.max_length)]:
+        summary.add_row(k, str(v))
+    console.print(summary)
 
-        hist = Table(title="token lengths", show_header=True)
-        hist.add_column("tokens", justify="right")
-        hist.add_column("rows", justify="right")
-        hist.add_column("", justify="left")
-        buckets = histogram(lengths)
-        top = max((c for _, _, c in buckets), default=1) or 1
-        for lo, hi, c in buckets:
-            hist.add_row(f"{lo}–{hi}", str(c), "█" * max(0 if c == 0 else 1, round(30 * c / top)))
-        console.print(hist)
+    hist = Table(title="token lengths", show_header=True)
+    hist.add_column("tokens", justify="right")
+    hist.add_column("rows", justify="right")
+    hist.add_column("", justify="left")
+    buckets = histogram(lengths)
+    top = max((c for _, _, c in buckets), default=1) or 1
+    for lo, hi, c in buckets:
+        hist.add_row(f"{lo}–{hi}", str(c), "█" * max(0 if c == 0 else 1, round(30 * c / top)))
+    console.print(hist)
 
-        longest = Table(title="longest rows", show_header=True)
-        longest.add_column("row", no_wrap=True, max_width=36, overflow="ellipsis")
-        longest.add_column("tokens", justify="right", min_width=6)
-        longest.add_column("reply starts", no_wrap=True, max_width=40, overflow="ellipsis")
-        for x in sorted(rows, key=lambda x: -len(x.input_ids))[:5]:
-            reply = tok.decode([i for i in x.labels if i != -100][:48]).replace("\n", " ")
-            longest.add_row(x.source, str(len(x.input_ids)), reply)
-        console.print(longest)
-        if r.bad_count:
-            console.print(f"{r.bad_count} bad row(s); see: tuneforge data check {dataset}", style="yellow")
-
-    _run(go)
+    longest = Table(title="longest rows", show_header=True)
+    longest.add_column("row", no_wrap=True, max_width=36, overflow="ellipsis")
+    longest.add_column("tokens", justify="right", min_width=6)
+    longest.add_column("reply starts", no_wrap=True, max_width=40, overflow="ellipsis")
+    for x in sorted(rows, key=lambda x: -len(x.input_ids))[:5]:
+        reply = tok.decode([i for i in x.labels if i != -100][:48]).replace("\n", " ")
+        longest.add_row(x.source, str(len(x.input_ids)), reply)
+    console.print(longest)
+    if r.bad_count:
+        console.print(f"{r.bad_count} bad row(s); see: tuneforge data check {dataset}", style="yellow")
 
 
 @data_app.command()
+@guarded
 def check(
     dataset: DatasetArg,
     model: ModelOpt = None,
@@ -256,33 +243,30 @@ def check(
 ) -> None:
     """Validate every row; print the report (reasons, counts, first rows). Exit 2 when any row is bad."""
 
-    def go() -> None:
-        from rich.table import Table
+    from rich.table import Table
 
-        from .data import apply_policy
-        from .errors import TuneforgeError
+    from .data import apply_policy
+    from .errors import TuneforgeError
 
-        t = _target(dataset, model, template, max_length, registry, fmt)
-        _, tpl_name, prep = _prepare(t)
-        r = prep.report
-        console = _console()
-        console.print(f"{r.rows} rows read, {r.used} usable, {r.bad_count} bad, {r.truncated} truncated, "
-                      f"{r.dropped_long} dropped as too long (template: {tpl_name})", soft_wrap=True)
-        if r.bad_count:
-            table = Table(show_header=True)
-            table.add_column("reason")
-            table.add_column("rows", justify="right")
-            table.add_column("first rows")
-            for reason, total in sorted(r.bad_totals.items(), key=lambda kv: -kv[1]):
-                table.add_row(reason, str(total), "\n".join(f"{w}: {d}" if d else w for w, d in r.bad[reason][:5]))
-            console.print(table)
-            try:
-                apply_policy(r, t.data)
-                verdict = f"training would leave them out (on_bad_rows: {t.data.on_bad_rows})"
-            except TuneforgeError:
-                verdict = f"training would stop (on_bad_rows: {t.data.on_bad_rows})"
-            console.print(f"{r.bad_count} bad row(s): {verdict}", style="bold red", soft_wrap=True)
-            raise typer.Exit(2)
-        console.print("all rows are valid", style="bold green")
-
-    _run(go)
+    t = _target(dataset, model, template, max_length, registry, fmt)
+    _, tpl_name, prep = _prepare(t)
+    r = prep.report
+    console = _console()
+    console.print(f"{r.rows} rows read, {r.used} usable, {r.bad_count} bad, {r.truncated} truncated, "
+                  f"{r.dropped_long} dropped as too long (template: {tpl_name})", soft_wrap=True)
+    if r.bad_count:
+        table = Table(show_header=True)
+        table.add_column("reason")
+        table.add_column("rows", justify="right")
+        table.add_column("first rows")
+        for reason, total in sorted(r.bad_totals.items(), key=lambda kv: -kv[1]):
+            table.add_row(reason, str(total), "\n".join(f"{w}: {d}" if d else w for w, d in r.bad[reason][:5]))
+        console.print(table)
+        try:
+            apply_policy(r, t.data)
+            verdict = f"training would leave them out (on_bad_rows: {t.data.on_bad_rows})"
+        except TuneforgeError:
+            verdict = f"training would stop (on_bad_rows: {t.data.on_bad_rows})"
+        console.print(f"{r.bad_count} bad row(s): {verdict}", style="bold red", soft_wrap=True)
+        raise typer.Exit(2)
+    console.print("all rows are valid", style="bold green")

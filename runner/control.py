@@ -31,10 +31,6 @@ def request(run: rundir.RunDir, kind: str) -> Path:
     return path
 
 
-def pending(run: rundir.RunDir, kind: str) -> bool:
-    return (control_dir(run) / kind).is_file()
-
-
 def take(run: rundir.RunDir, kind: str) -> bool:
     """True once per request: the request file is removed when taken."""
     try:

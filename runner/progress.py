@@ -7,7 +7,6 @@ reuse them on a run started elsewhere.
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from datetime import timedelta
@@ -147,14 +146,9 @@ class RichProgress:
             self.live = None
 
 
-def make_progress(mode: str = "auto", plain_interval: float | None = None):
+def make_progress(mode: str = "auto", plain_interval: float = 0.0):
     """'auto': rich on a terminal, plain otherwise; 'rich' or 'plain' to force. Plain lines come at
-    most every `plain_interval` seconds (default: $TUNEFORGE_PLAIN_EVERY, set by --plain-every)."""
+    most every `plain_interval` seconds (`--plain-every`)."""
     if mode == "plain" or (mode == "auto" and not sys.stdout.isatty()):
-        if plain_interval is None:
-            try:
-                plain_interval = float(os.environ.get("TUNEFORGE_PLAIN_EVERY", "0"))
-            except ValueError:
-                plain_interval = 0.0
         return PlainProgress(min_interval=plain_interval)
     return RichProgress()

@@ -128,9 +128,10 @@ class TrainResult:
 
 
 def train(recipe: Recipe, progress_mode: str = "auto", run_dir: Path | None = None,
-          resume_from: Path | None = None) -> TrainResult:
+          resume_from: Path | None = None, plain_every: float = 0.0) -> TrainResult:
     """Run one recipe to completion. Raises TuneforgeError for user mistakes (status: failed).
-    run_dir: use this existing run directory (detach, resume); resume_from: a checkpoint folder."""
+    run_dir: use this existing run directory (detach, resume); resume_from: a checkpoint folder;
+    plain_every: plain progress lines at most every N seconds."""
     placement = device_mod.choose(recipe.device, recipe.precision)
     run = rundir.RunDir(Path(run_dir)) if run_dir else rundir.create(recipe.output.runs_dir, recipe.name, recipe.output.overwrite)
     saved = recipe.model_copy(deep=True)
@@ -138,7 +139,7 @@ def train(recipe: Recipe, progress_mode: str = "auto", run_dir: Path | None = No
     run.recipe.write_text(recipe_to_yaml(saved), encoding="utf-8")
     run.update_status(**rundir.initial_status(), device=placement.device, precision=placement.precision,
                       precision_reason=placement.reason)
-    progress = lifecycle.SafeProgress(make_progress(progress_mode))
+    progress = lifecycle.SafeProgress(make_progress(progress_mode, plain_every))
     rep = _Reporter(run, progress)
     life = lifecycle.Lifecycle(run, recipe, progress, rep.say, resume_from)
     try:

@@ -1,0 +1,341 @@
+"""The runner's service layer: the only way a face (the `tuneforge` CLI, the TUI) starts or inspects work.
+
+  load_recipe / estimate / describe_estimate      resolve and check a recipe, memory and time here
+  launch(recipe, how) -> RunHandle                foreground (train in this process), detached (tmux
+                                                  when installed, else setsid) or background (setsid,
+                                                  console output in <run>/console.log)
+  open_run / list_runs                            a run by path or name; one summary row per run
+  resume / stop / checkpoint                      act on a run (stop and checkpoint drop control files)
+The run directory (and so the run's name) exists before `launch` returns, so a face always holds the
+exact run it started. Processes are started only by runner.launcher; run files are read only here and
+in the modules below (rundir, watch, control). Nothing here imports torch until a run trains here.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import control, rundir
+from .errors import TuneforgeError
+from .recipe import Recipe, recipe_to_yaml
+from .recipe import load_recipe as _load_recipe
+
+HOWS = ("foreground", "detached", "background")
+PROGRESS_MODES = ("auto", "rich", "plain")
+ACTIVE = ("starting", "running")
+
+
+def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
+    """The resolved, validated recipe (TuneforgeError naming every problem otherwise)."""
+    return _load_recipe(Path(path), list(overrides))
+
+
+def estimate(recipe: Recipe, **known: Any):
+    """Peak memory and time per epoch here (runner.estimate.Estimate). Data that cannot be read yet
+    (the wizard before a dataset is chosen) counts as rows of max_length, with no time figure."""
+    from . import estimate as est
+
+    try:
+        return est.estimate(recipe, **known)
+    except TuneforgeError:
+        return est.estimate(recipe, lengths=[recipe.data.max_length], n_examples=0, **known)
+
+
+def describe_estimate(recipe: Recipe) -> list[str]:
+    """Estimate lines for `tuneforge validate`; never fails (an estimate is advice, not a gate)."""
+    from .estimate import describe
+
+    return describe(recipe)
+
+
+def check_progress(progress: str) -> None:
+    if progress not in PROGRESS_MODES:
+        raise TuneforgeError(f"--progress '{progress}' is not one of {', '.join(PROGRESS_MODES)}", "use --progress plain")
+
+
+# ------------------------------------------------------------------------------------------
+# A run
+
+
+class _TextTail:
+    """New whole lines of a growing text file."""
+
+    def __init__(self, path: Path):
+        self.path, self.pos = path, 0
+
+    def read_new(self, final: bool = False) -> str:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.pos)
+                data = f.read()
+        except OSError:
+            return ""
+        if not final:
+            data = data[: data.rfind(b"\n") + 1]
+        self.pos += len(data)
+        return data.decode("utf-8", "replace")
+
+
+@dataclass
+class RunHandle:
+    """One run directory and, when this process started it, how: launcher, pid, tmux session."""
+
+    run: rundir.RunDir
+    launcher: str | None = None  # "foreground", "tmux", "setsid" (None: opened, not started here)
+    pid: int | None = None
+    tmux_session: str | None = None
+    console_log: Path | None = None
+    _process: Any = field(default=None, repr=False)  # our setsid child, reaped when its state is read
+    _metrics: Any = field(default=None, repr=False)
+    _log: Any = field(default=None, repr=False)
+
+    name = property(lambda self: self.run.name)
+    path = property(lambda self: self.run.path)
+    weights = property(lambda self: self.run.weights)
+
+    def status(self) -> dict[str, Any]:
+        return self.run.read_status()
+
+    def state(self) -> str:
+        """starting, running, finished, failed, stopped, or dead (gone without a word)."""
+        if self._process is not None:
+            self._process.poll()  # reap our own child, so a crash reads 'dead', not a zombie 'running'
+        return rundir.effective_state(self.status())
+
+    def new_metrics(self) -> list[dict[str, Any]]:
+        """metrics.jsonl records written since the last call (all of them on the first call)."""
+        from .watch import JsonlTail
+
+        if self._metrics is None:
+            self._metrics = JsonlTail(self.run.metrics)
+        return self._metrics.read_new()
+
+    @property
+    def metrics_restarted(self) -> bool:
+        """The last new_metrics() found the file rewritten (a resumed run): forget what was read."""
+        return bool(self._metrics and self._metrics.restarted)
+
+    def new_log(self, final: bool = False) -> str:
+        """train.log text written since the last call (whole lines unless final)."""
+        if self._log is None:
+            self._log = _TextTail(self.run.log)
+        return self._log.read_new(final)
+
+    def console_text(self, limit: int = 4000) -> str:
+        """The end of console.log (a background child's own output: crashes before train.log)."""
+        path = self.console_log or self.run.path / "console.log"
+        try:
+            return path.read_text(encoding="utf-8", errors="replace")[-limit:]
+        except OSError:
+            return ""
+
+    def summary(self) -> dict[str, Any]:
+        from .watch import summary
+
+        return summary(self.run)
+
+    def ending(self) -> str:
+        """What happened to a run that has ended, with the next command to type."""
+        from .watch import ending_line
+
+        return ending_line(self.run)
+
+    def stop(self) -> bool:
+        """Ask the run to save a checkpoint and stop (a control file, plus SIGTERM when local).
+        False when it is not running."""
+        if self.state() not in ACTIVE:
+            return False
+        control.request_stop(self.run)
+        return True
+
+    def checkpoint(self) -> bool:
+        """Ask the run to save a checkpoint after its current step. False when it is not running."""
+        if self.state() not in ACTIVE:
+            return False
+        control.request(self.run, control.CHECKPOINT)
+        return True
+
+    def where(self) -> str:
+        if self.tmux_session:
+            return f"tmux session '{self.tmux_session}'"
+        return f"pid {self.pid}, setsid" if self.launcher == "setsid" else (self.launcher or "elsewhere")
+
+    def instructions(self) -> str:
+        """How to follow, attach to and stop a run started in the background."""
+        path = self.run.path
+        console = f"  (console: {self.console_log})" if self.console_log else ""
+        lines = [f"started run '{self.name}' in the background ({self.where()})",
+                 f"  run dir:  {path}",
+                 f"  log:      {self.run.log}{console}",
+                 f"  watch:    tuneforge watch {path}"]
+        if self.tmux_session:
+            lines.append(f"  attach:   tmux attach -t {self.tmux_session}   (detach again: ctrl-b d)")
+        lines += [f"  logs:     tuneforge logs {path} -f",
+                  f"  stop:     tuneforge stop {path}   (saves a checkpoint; resume: tuneforge resume {path})"]
+        return "\n".join(lines)
+
+
+def open_run(ref: str | Path, runs_dir: str | Path = "runs") -> RunHandle:
+    """A run by path or by name under runs_dir (TuneforgeError when there is none)."""
+    run = rundir.find_run(ref, runs_dir)
+    st = run.read_status()
+    return RunHandle(run, st.get("launcher"), st.get("pid"), st.get("tmux_session"))
+
+
+def list_runs(runs_dir: str | Path = "runs") -> list[dict[str, Any]]:
+    """One summary row per run, newest first (what `tuneforge runs` prints)."""
+    from .watch import list_runs as rows
+
+    return rows(runs_dir)
+
+
+# ------------------------------------------------------------------------------------------
+# Starting runs
+
+
+def new_run(recipe: Recipe) -> rundir.RunDir:
+    """Create the run directory and write the resolved recipe, so the name is fixed before launch."""
+    run = rundir.create(recipe.output.runs_dir, recipe.name, recipe.output.overwrite)
+    run = rundir.RunDir(run.path.resolve())
+    saved = recipe.model_copy(deep=True)
+    saved.name = run.name
+    run.recipe.write_text(recipe_to_yaml(saved), encoding="utf-8")
+    return run
+
+
+def launch(recipe: Recipe, how: str = "foreground", progress: str = "auto", plain_every: float = 5.0) -> RunHandle:
+    """Start a run of `recipe`. foreground trains here and returns when it ends (raising what training
+    raised); detached and background return at once, the run directory already made."""
+    _check_how(how)
+    check_progress(progress)
+    run = new_run(recipe)
+    if how == "foreground":
+        return _train_here(recipe, run, progress, plain_every)
+    return _start(run, how, resume=False, progress=progress, plain_every=plain_every)
+
+
+def resume(ref: RunHandle | str | Path, how: str = "foreground", progress: str = "auto", plain_every: float = 5.0,
+           runs_dir: str | Path = "runs") -> RunHandle:
+    """Continue a stopped, failed or dead run from its latest complete checkpoint."""
+    from . import checkpoints
+
+    _check_how(how)
+    check_progress(progress)
+    handle = ref if isinstance(ref, RunHandle) else open_run(ref, runs_dir)
+    run = rundir.RunDir(handle.path.resolve())
+    if not run.recipe.is_file():
+        raise TuneforgeError(f"'{run.path}' is not a run directory (no recipe.yaml)", "list runs with: tuneforge runs")
+    status = run.read_status()
+    state = rundir.effective_state(status)
+    if state in ACTIVE and status.get("pid") != os.getpid():  # (a detached child is itself 'starting')
+        raise TuneforgeError(f"run '{run.name}' is still {state}", f"watch it (tuneforge watch {run.path}) or stop it first")
+    if state == "finished":
+        raise TuneforgeError(f"run '{run.name}' already finished", f"train a new run: tuneforge train {run.recipe} output.overwrite=false")
+    ckpt = checkpoints.latest_checkpoint(run.checkpoints)
+    if ckpt is None:
+        raise TuneforgeError(f"run '{run.name}' has no complete checkpoint to resume from",
+                             f"start it again: tuneforge train {run.recipe}  (train.save_steps sets how often checkpoints are saved)")
+    if how != "foreground":
+        return _start(run, how, resume=True, progress=progress, plain_every=plain_every)
+    return _train_here(load_recipe(run.recipe), run, progress, plain_every, resume_from=ckpt)
+
+
+def train_in(recipe: Recipe, run_path: Path, progress: str = "auto", plain_every: float = 5.0) -> RunHandle:
+    """Train in this process on a run directory a launcher made (the child side of detached/background;
+    its resuming side is resume(run_path))."""
+    check_progress(progress)
+    return _train_here(recipe, rundir.RunDir(Path(run_path)), progress, plain_every)
+
+
+def _check_how(how: str) -> None:
+    if how not in HOWS:
+        raise TuneforgeError(f"'{how}' is not a way to launch a run", f"use one of: {', '.join(HOWS)}")
+
+
+def _train_here(recipe: Recipe, run: rundir.RunDir, progress: str, plain_every: float,
+                resume_from: Path | None = None) -> RunHandle:
+    from .train import train
+
+    train(recipe, progress_mode=progress, run_dir=run.path, resume_from=resume_from, plain_every=plain_every)
+    return RunHandle(run, "foreground", os.getpid())
+
+
+def _start(run: rundir.RunDir, how: str, *, resume: bool, progress: str, plain_every: float) -> RunHandle:
+    from . import launcher
+
+    tmux = how == "detached" and launcher.tmux_available()
+    s = launcher.start(run, tmux=tmux, resume=resume, progress=progress, plain_every=plain_every)
+    return RunHandle(run, s.method, s.pid, s.session, s.console_log, _process=s.process)
+
+
+# ------------------------------------------------------------------------------------------
+# Acting on a running run
+
+
+def _wait(until: Callable[[], bool], timeout: float, interval: float = 0.5) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if until():
+            return True
+        time.sleep(interval)
+    return until()
+
+
+@dataclass
+class Outcome:
+    """What stop/checkpoint did: ok (the request was met), and a line for the user."""
+
+    ok: bool
+    message: str
+
+
+def _say_nothing(text: str) -> None:
+    pass
+
+
+def stop(ref: RunHandle | str | Path, wait: bool = True, timeout: float = 900, runs_dir: str | Path = "runs",
+         say: Callable[[str], None] = _say_nothing) -> Outcome:
+    """Ask a run to save a checkpoint and stop; with wait, until it has."""
+    h = ref if isinstance(ref, RunHandle) else open_run(ref, runs_dir)
+    state = h.state()
+    if state not in ACTIVE:
+        return Outcome(state in ("stopped", "finished", "failed"),
+                       h.ending() if state != "unknown" else f"run {h.name} is not running")
+    if state == "starting":  # the child is still importing: let it come up, then ask
+        _wait(lambda: h.state() != "starting", 120)
+    control.request_stop(h.run)
+    say(f"asked run {h.name} to save a checkpoint and stop")
+    if not wait:
+        return Outcome(True, "")
+    if not _wait(lambda: h.state() not in ACTIVE, timeout):
+        return Outcome(False, f"run {h.name} is still running after {timeout:.0f}s (a long step or eval?); "
+                              f"it stops after the current step: tuneforge watch {h.path}")
+    return Outcome(True, h.ending())
+
+
+def checkpoint(ref: RunHandle | str | Path, wait: bool = True, timeout: float = 900, runs_dir: str | Path = "runs",
+               say: Callable[[str], None] = _say_nothing) -> Outcome:
+    """Ask a running run to save a checkpoint now, without stopping it; with wait, until it is written."""
+    h = ref if isinstance(ref, RunHandle) else open_run(ref, runs_dir)
+    status, state = h.status(), h.state()
+    if state not in ACTIVE:
+        raise TuneforgeError(f"run '{h.name}' is {state}, not running", "checkpoints can only be requested from a running run")
+    before = status.get("step") or 0
+    control.request(h.run, control.CHECKPOINT)
+    say(f"asked run {h.name} to save a checkpoint after step {before}")
+    if not wait:
+        return Outcome(True, "")
+
+    def saved() -> bool:
+        return (h.status().get("last_checkpoint_step") or -1) > before or h.state() not in ACTIVE
+
+    if not _wait(saved, timeout):
+        return Outcome(False, f"no checkpoint after {timeout:.0f}s; the request stays until the next step ends")
+    s = h.status()
+    if (s.get("last_checkpoint_step") or -1) > before:
+        return Outcome(True, f"checkpoint saved: {s.get('last_checkpoint')}")
+    return Outcome(False, f"run ended before the checkpoint ({h.state()})")
