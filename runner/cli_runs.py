@@ -47,7 +47,6 @@ def register(app: typer.Typer) -> None:
         import json
 
         from .services import list_runs
-        from .watch import runs_table
 
         rows = list_runs(runs_dir)
         if as_json:
@@ -70,11 +69,9 @@ def register(app: typer.Typer) -> None:
         interval: Annotated[float, typer.Option(help="Seconds between looks at the run's files.")] = 1.0,
     ) -> None:
         """Live view of a run from any terminal (plain lines when not a terminal); exits when the run ends."""
-        from .services import check_progress, open_run
-        from .watch import watch as watch_run
+        from . import services
 
-        check_progress(progress)
-        state = watch_run(open_run(run, runs_dir).run, progress, interval)
+        state = services.watch(run, progress, interval, runs_dir)
         raise typer.Exit(0 if state in ("finished", "stopped") else 1)
 
     @app.command()
@@ -85,10 +82,9 @@ def register(app: typer.Typer) -> None:
         follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until the run ends.")] = False,
     ) -> None:
         """Print the run's train.log (plain text, one line per event and log step)."""
-        from .services import open_run
-        from .watch import logs as show_logs
+        from . import services
 
-        show_logs(open_run(run, runs_dir).run, follow)
+        services.logs(run, follow, runs_dir)
 
     @app.command()
     @guarded
@@ -134,3 +130,22 @@ def register(app: typer.Typer) -> None:
         from .services import open_run
 
         typer.echo(f"wrote {plot_run(open_run(run, runs_dir).run, out)}")
+
+
+def runs_table(rows: list[dict]):
+    """`tuneforge runs` as a rich table."""
+    from rich.table import Table
+
+    from .progress import fmt_duration
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("name", "state", "step", "loss", "elapsed", "started"):
+        table.add_column(col, no_wrap=col != "name", overflow="fold")
+    colors = {"running": "green", "finished": "cyan", "failed": "red", "dead": "red", "stopped": "yellow"}
+    for r in rows:
+        started = (r["started_at"] or "")[:16].replace("T", " ")
+        loss = f"{r['loss']:.4f}" if isinstance(r["loss"], (int, float)) else "-"
+        color = colors.get(r["state"], "white")
+        table.add_row(r["name"], f"[{color}]{r['state']}[/]", f"{r['step'] or 0}/{r['total_steps'] or '?'}", loss,
+                      fmt_duration(r["elapsed_s"]) if r["elapsed_s"] is not None else "-", started)
+    return table

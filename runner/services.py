@@ -52,6 +52,13 @@ def describe_estimate(recipe: Recipe) -> list[str]:
     return describe(recipe)
 
 
+def train_command(recipe_path: str | Path) -> str:
+    """The command that trains a recipe file by hand (the wizard shows it)."""
+    import shlex
+
+    return f"tuneforge train {shlex.quote(str(recipe_path))}"
+
+
 def check_progress(progress: str) -> None:
     if progress not in PROGRESS_MODES:
         raise TuneforgeError(f"--progress '{progress}' is not one of {', '.join(PROGRESS_MODES)}", "use --progress plain")
@@ -146,15 +153,15 @@ class RunHandle:
 
     def stop(self) -> bool:
         """Ask the run to save a checkpoint and stop (a control file, plus SIGTERM when local).
-        False when it is not running."""
-        if self.state() not in ACTIVE:
+        False when it is not running (a starting run clears requests as it comes up: ask again then)."""
+        if self.state() != "running":
             return False
         control.request_stop(self.run)
         return True
 
     def checkpoint(self) -> bool:
         """Ask the run to save a checkpoint after its current step. False when it is not running."""
-        if self.state() not in ACTIVE:
+        if self.state() != "running":
             return False
         control.request(self.run, control.CHECKPOINT)
         return True
@@ -193,6 +200,26 @@ def list_runs(runs_dir: str | Path = "runs") -> list[dict[str, Any]]:
     return rows(runs_dir)
 
 
+def watch(ref: RunHandle | str | Path, progress: str = "auto", interval: float = 1.0,
+          runs_dir: str | Path = "runs") -> str:
+    """Show a run's progress on stdout until it ends (`tuneforge watch`); returns its final state."""
+    from .watch import watch as show
+
+    check_progress(progress)
+    return show(_handle(ref, runs_dir).run, progress, interval)
+
+
+def logs(ref: RunHandle | str | Path, follow: bool = False, runs_dir: str | Path = "runs") -> None:
+    """Print a run's train.log on stdout; with follow, until the run ends (`tuneforge logs`)."""
+    from .watch import logs as show
+
+    show(_handle(ref, runs_dir).run, follow)
+
+
+def _handle(ref: RunHandle | str | Path, runs_dir: str | Path) -> RunHandle:
+    return ref if isinstance(ref, RunHandle) else open_run(ref, runs_dir)
+
+
 # ------------------------------------------------------------------------------------------
 # Starting runs
 
@@ -225,7 +252,7 @@ def resume(ref: RunHandle | str | Path, how: str = "foreground", progress: str =
 
     _check_how(how)
     check_progress(progress)
-    handle = ref if isinstance(ref, RunHandle) else open_run(ref, runs_dir)
+    handle = _handle(ref, runs_dir)
     run = rundir.RunDir(handle.path.resolve())
     if not run.recipe.is_file():
         raise TuneforgeError(f"'{run.path}' is not a run directory (no recipe.yaml)", "list runs with: tuneforge runs")
@@ -300,7 +327,7 @@ def _say_nothing(text: str) -> None:
 def stop(ref: RunHandle | str | Path, wait: bool = True, timeout: float = 900, runs_dir: str | Path = "runs",
          say: Callable[[str], None] = _say_nothing) -> Outcome:
     """Ask a run to save a checkpoint and stop; with wait, until it has."""
-    h = ref if isinstance(ref, RunHandle) else open_run(ref, runs_dir)
+    h = _handle(ref, runs_dir)
     state = h.state()
     if state not in ACTIVE:
         return Outcome(state in ("stopped", "finished", "failed"),
@@ -320,10 +347,13 @@ def stop(ref: RunHandle | str | Path, wait: bool = True, timeout: float = 900, r
 def checkpoint(ref: RunHandle | str | Path, wait: bool = True, timeout: float = 900, runs_dir: str | Path = "runs",
                say: Callable[[str], None] = _say_nothing) -> Outcome:
     """Ask a running run to save a checkpoint now, without stopping it; with wait, until it is written."""
-    h = ref if isinstance(ref, RunHandle) else open_run(ref, runs_dir)
-    status, state = h.status(), h.state()
+    h = _handle(ref, runs_dir)
+    state = h.state()
     if state not in ACTIVE:
         raise TuneforgeError(f"run '{h.name}' is {state}, not running", "checkpoints can only be requested from a running run")
+    if state == "starting":  # the child clears requests as it comes up: ask once it runs
+        _wait(lambda: h.state() != "starting", 120)
+    status = h.status()
     before = status.get("step") or 0
     control.request(h.run, control.CHECKPOINT)
     say(f"asked run {h.name} to save a checkpoint after step {before}")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import rundir
-from .progress import PlainProgress, RichProgress, fmt_duration, plain_line
+from .progress import PlainProgress, RichProgress, plain_line
 
 ACTIVE = ("starting", "running")
 
@@ -180,20 +180,4 @@ def logs(run: rundir.RunDir, follow: bool = False, interval: float = 0.5, out: T
         pump(final=True)
 
 
-def runs_table(rows: list[dict[str, Any]]):
-    from rich.table import Table
-
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("name", "state", "step", "loss", "elapsed", "started"):
-        table.add_column(col, no_wrap=col != "name", overflow="fold")
-    colors = {"running": "green", "finished": "cyan", "failed": "red", "dead": "red", "stopped": "yellow"}
-    for r in rows:
-        started = (r["started_at"] or "")[:16].replace("T", " ")
-        loss = f"{r['loss']:.4f}" if isinstance(r["loss"], (int, float)) else "-"
-        color = colors.get(r["state"], "white")
-        table.add_row(r["name"], f"[{color}]{r['state']}[/]", f"{r['step'] or 0}/{r['total_steps'] or '?'}", loss,
-                      fmt_duration(r["elapsed_s"]) if r["elapsed_s"] is not None else "-", started)
-    return table
-
-
-__all__ = ["JsonlTail", "ending_line", "list_runs", "logs", "plain_line", "runs_table", "summary", "watch"]
+__all__ = ["JsonlTail", "ending_line", "list_runs", "logs", "plain_line", "summary", "watch"]

@@ -1,4 +1,4 @@
-"""The wizard's helpers on real files: model metadata, estimates, suggestions, recipe YAML paths,
+"""The wizard's helpers on real files: model metadata, suggestions, recipe YAML paths,
 and the command palette and estimate colours in the running app."""
 
 from __future__ import annotations
@@ -41,23 +41,6 @@ def test_suggestions_follow_method_and_size():
     assert suggest("lora", 135e6, 512)["data.max_length"] == 512
 
 
-def test_fallback_estimate_grows_with_method_and_batch_and_says_when_it_does_not_fit(tiny_model_dir, monkeypatch):
-    from tuneforge.runner.recipe import Recipe
-    from tuneforge.tui import estimate
-
-    data = str(shared("alpaca_en_demo.json"))
-    base = {"model": {"name_or_path": str(tiny_model_dir)}, "data": {"train": [{"path": data}], "max_length": 256},
-            "device": "cpu"}
-    monkeypatch.setattr(estimate, "available_memory", lambda device: ("cpu", 2**30))
-    lora = estimate.fallback_estimate(Recipe.model_validate({**base, "method": "lora"}))
-    full = estimate.fallback_estimate(Recipe.model_validate({**base, "method": "full"}))
-    assert 0 < lora.peak_bytes < full.peak_bytes and lora.fits
-    assert lora.seconds_per_epoch and lora.seconds_per_epoch > 0  # 999 examples counted
-    huge = estimate.fallback_estimate(Recipe.model_validate({**base, "method": "full", "train": {"batch_size": 512},
-                                                         "data": {**base["data"], "max_length": 4096}}))
-    assert not huge.fits and any("batch_size" in a for a in huge.advice)
-
-
 def test_recipe_yaml_writes_paths_relative_to_the_recipe(tmp_path, monkeypatch):
     from tuneforge.tui import draft as d
 
@@ -93,12 +76,11 @@ async def test_command_palette_starts_a_new_recipe(tmp_path, monkeypatch, smollm
 
 @sync
 async def test_estimate_panel_turns_red_when_it_does_not_fit(tmp_path, monkeypatch, smollm2_dir):
-    from tuneforge.tui import estimate
+    from tuneforge.runner import estimate
     from tuneforge.tui.app import TuneforgeApp
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(estimate, "available_memory", lambda device: ("cpu", 64 * 2**20))
-    monkeypatch.setattr(estimate, "_estimate_for", estimate.fallback_estimate)  # the same with the runner's estimator
+    monkeypatch.setattr(estimate, "available_memory", lambda device: 64 * 2**20)  # a machine with 64 MiB free
     app = TuneforgeApp(start="new")
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_screen(pilot, "ModelStep")

@@ -19,7 +19,8 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture
 def pinned(tmp_path, monkeypatch, smollm2_dir):
-    from tuneforge.tui import estimate, modelinfo
+    from tuneforge.runner import device, estimate
+    from tuneforge.tui import modelinfo
 
     project = tmp_path / "project"
     (project / "data").mkdir(parents=True)
@@ -27,9 +28,10 @@ def pinned(tmp_path, monkeypatch, smollm2_dir):
     monkeypatch.chdir(project)
     monkeypatch.setattr(modelinfo, "known_model_dirs", lambda: [])
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "no-hub-cache"))
-    monkeypatch.setattr(estimate, "available_memory", lambda device: ("cpu", 16 * 2**30))
-    monkeypatch.setattr(estimate, "cpu_cores", lambda: 8)
-    monkeypatch.setattr(estimate, "_estimate_for", estimate.fallback_estimate)  # machine-independent picture
+    # a machine-independent estimate: 16 GiB free, fp32 on CPU at 100 GFLOP/s
+    monkeypatch.setattr(estimate, "available_memory", lambda dev: 16 * 2**30)
+    monkeypatch.setattr(estimate, "matmul_flops", lambda *a, **kw: 100e9)
+    monkeypatch.setattr(device, "choose", lambda *a, **kw: device.Placement("cpu", "fp32", "pinned for snapshots"))
     return project
 
 

@@ -1,6 +1,7 @@
 """The tuneforge app: the runs table as home, the recipe wizard, and the run monitor.
 
-Screens only read run directories and write recipes; training always runs in another process.
+Screens write recipes and reach runs only through tuneforge.runner.services (launch, open, list,
+stop); training always runs in another process.
 """
 
 from __future__ import annotations
@@ -112,37 +113,37 @@ class TuneforgeApp(App):
             self.pop_screen()
 
     def finish_wizard(self, target: Path, mode: str) -> None:
-        """Write the recipe (the caller has asked about overwriting), then run or not."""
-        from . import launch
+        """Write the recipe (the caller has asked about overwriting), then run it or not.
+        mode: "save", "now" (a background process, output in <run>/console.log) or "detached"
+        (outlives the app and the SSH connection)."""
+        from tuneforge.runner import services
 
         text = d.to_yaml(self.wizard.draft, target)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")
-        recipe = d.check(self.wizard.draft).recipe
-        runs_dir = Path(recipe.output.runs_dir)
-        name = recipe.name or target.stem
         self._close_wizard()
         if mode == "save":
-            self.notify(f"saved {target}. Start it with: {launch.display_command(target)}", timeout=8)
+            self.notify(f"saved {target}. Start it with: {services.train_command(target)}", timeout=8)
             return
         try:
-            started = launch.run_detached(target, name) if mode == "tmux" else launch.run_now(target, runs_dir, name)
-        except Exception as exc:  # noqa: BLE001 - e.g. tmux missing: the recipe is saved anyway
+            recipe = services.load_recipe(target)  # exactly what `tuneforge train <target>` would run
+            handle = services.launch(recipe, "detached" if mode == "detached" else "background")
+        except Exception as exc:  # noqa: BLE001 - shown to the user; the recipe is saved anyway
             self.notify(f"saved {target}, but could not start it: {getattr(exc, 'message', exc)}", severity="error")
             return
-        if started.tmux_session:
-            self.notify(f"running in tmux: tmux attach -t {started.tmux_session}", timeout=8)
-        from .screens.monitor import MonitorScreen
-
-        self.push_screen(MonitorScreen(launched=started, runs_dir=runs_dir))
+        if mode == "detached":
+            self.notify(handle.instructions(), timeout=12)
+        self.open_monitor(handle)
 
     # -- runs ----------------------------------------------------------------------------------
-    def open_monitor(self, path: Path) -> None:
-        from tuneforge.runner.rundir import RunDir
+    def open_monitor(self, run) -> None:
+        """The monitor on a RunHandle (one the app launched) or on a run directory's path."""
+        from tuneforge.runner import services
 
         from .screens.monitor import MonitorScreen
 
-        self.push_screen(MonitorScreen(RunDir(path), runs_dir=self.runs_dir))
+        handle = run if isinstance(run, services.RunHandle) else services.open_run(Path(run), self.runs_dir)
+        self.push_screen(MonitorScreen(handle))
 
     def action_help(self) -> None:
         from .screens.help import HelpScreen

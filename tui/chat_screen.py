@@ -80,7 +80,7 @@ class TurnView(Vertical):
 
 class ChatScreen(Screen):
     BINDINGS = [
-        Binding("escape", "stop", "Stop"),
+        Binding("escape", "stop_or_close", "Stop"),
         Binding("ctrl+c", "stop", "Stop", show=False, priority=True),
         Binding("f2", "toggle_settings", "Settings"),
         Binding("f3", "toggle_compare", "Compare"),
@@ -95,8 +95,10 @@ class ChatScreen(Screen):
     """
 
     def __init__(self, ref: str, *, adapter: str | None = None, compare: bool = False, sampling: Sampling | None = None,
-                 conversation: Conversation | None = None, engine: ChatModel | None = None) -> None:
+                 conversation: Conversation | None = None, engine: ChatModel | None = None,
+                 closable: bool = False) -> None:
         super().__init__()
+        self.closable = closable  # opened from another screen (the monitor): esc when idle goes back
         self.ref, self.adapter = ref, adapter
         self.compare = compare
         self.sampling = sampling or (engine.sampling if engine else Sampling())
@@ -273,6 +275,13 @@ class ChatScreen(Screen):
         if not self.generating:
             raise SkipAction()  # ctrl+c falls through to copy in the prompt box
         self.stop_event.set()
+
+    def action_stop_or_close(self) -> None:
+        """Esc: stop the reply; when idle on a screen opened from another one, go back to it."""
+        if not self.generating and self.closable:
+            self.app.pop_screen()
+            return
+        self.action_stop()
 
     def action_toggle_settings(self) -> None:
         panel = self.query_one(SettingsPanel)

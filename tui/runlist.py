@@ -1,19 +1,18 @@
-"""The runs table's rows: the runner's run summaries (the same ones `tuneforge runs` prints),
-shaped as table cells."""
+"""The runs table's rows: services.list_runs summaries (the ones `tuneforge runs` prints), shaped
+as table cells."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuneforge.runner import watch
+from tuneforge.runner import services
 from tuneforge.runner.progress import fmt_duration
-from tuneforge.runner.rundir import RunDir
 
 
 @dataclass
 class RunRow:
-    run: RunDir
+    path: Path
     name: str
     state: str
     step: int
@@ -30,10 +29,10 @@ class RunRow:
 
 
 def _row(s: dict) -> RunRow:
-    return RunRow(RunDir(Path(s["path"])), s["name"], s["state"] or "unknown", int(s.get("step") or 0),
+    return RunRow(Path(s["path"]), s["name"], s["state"] or "unknown", int(s.get("step") or 0),
                   s.get("total_steps"), s.get("loss"), s.get("elapsed_s"), str(s.get("started_at") or ""))
 
 
 def list_runs(runs_dir: Path) -> list[RunRow]:
     """Every run under runs_dir, newest first."""
-    return [_row(s) for s in watch.list_runs(runs_dir)]
+    return [_row(s) for s in services.list_runs(runs_dir)]

@@ -61,7 +61,7 @@ class WizardStep(Screen):
 
     def on_mount(self) -> None:
         """Focus the step's first control before the first paint, so keys typed as soon as the
-        step appears (type-ahead, tmux send-keys, a slow SSH link) land in it."""
+        step appears (type-ahead, keys sent by a terminal multiplexer, a slow SSH link) land in it."""
         if self.AUTO_FOCUS:
             for widget in self.query(self.AUTO_FOCUS):
                 if widget.focusable:

@@ -18,11 +18,12 @@ HELP = """\
 
 **Wizard** (Model → Method → Dataset → Hyperparameters → Review): `ctrl+n` next (checks the step
 first) · `esc` back · `enter` in a field = next. The last step: `ctrl+r` save + run now,
-`ctrl+t` save + run in tmux (detached, survives SSH disconnects), `ctrl+s` save only.
+`ctrl+t` save + run detached (survives SSH disconnects and quitting the app), `ctrl+s` save only.
 An existing file is never replaced without asking.
 
-**Monitor**: `s` stop the run (SIGINT: it saves and exits cleanly) · `c` chat with the run
-(when it has weights) · `esc` back to the runs.
+**Monitor**: `s` stop the run (it saves a checkpoint, then exits; `tuneforge resume` continues it) ·
+`k` save a checkpoint now · `c` chat with the run (when it has weights; `esc` comes back) ·
+`esc` back to the runs.
 
 Everything the app does is a file or a command you can also use by hand:
 recipes are YAML (`tuneforge validate recipe.yaml`), runs are folders under `runs/`

@@ -9,9 +9,9 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Label, RadioButton, RadioSet, Static
 
+from tuneforge.runner import services
+
 from .. import draft as d
-from .. import estimate as estimate_mod
-from ..estimate import Estimate, gib
 from .base import WizardStep
 
 METHOD_HELP = {
@@ -72,16 +72,16 @@ class MethodStep(WizardStep):
         if not train or not train[0].get("path"):
             probe.setdefault("data", {})["train"] = [{"path": "(dataset not chosen yet)"}]
         checked = d.check(probe)
-        est = estimate_mod._estimate_for(checked.recipe) if checked.recipe is not None else None
+        est = services.estimate(checked.recipe) if checked.recipe is not None else None
         self.app.call_from_thread(self._show_estimate, est)
 
-    def _show_estimate(self, est: Estimate | None) -> None:
+    def _show_estimate(self, est) -> None:
         panel = self.query_one("#estimate", Static)
         if est is None:
             panel.update("estimate: fix the options below first")
             return
         lines = [
-            f"memory: ~{gib(est.peak_bytes)} needed of {gib(est.available_bytes)} free ({getattr(est, 'device', '')})"
+            f"memory: ~{gib(est.peak_bytes)} needed of {gib(est.available_bytes)} free"
             + ("" if est.fits else "  — does NOT fit"),
         ]
         if est.seconds_per_epoch:
@@ -95,3 +95,7 @@ class MethodStep(WizardStep):
         panel.styles.border = ("round", "green" if est.fits else "red")
         panel.styles.color = None if est.fits else "red"
         self.state.estimate = est
+
+
+def gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"

@@ -1,20 +1,15 @@
 """One run, live: progress, loss sparkline, lr, tokens/s, ETA and the log tail.
 
-Reads only the run directory (status.json, metrics.jsonl, train.log), so it works the same for a
-run started here, in tmux, or by hand. Stop sends SIGINT to the pid in status.json (the runner
-saves its state and marks the run 'stopped'). There is no 'checkpoint now' key: the runner on this
-branch has no control-file mechanism for it yet.
+Everything comes from the run's RunHandle (tuneforge.runner.services): the one the app got back
+when it launched the run, or one opened from the runs table. It works the same for a run started
+here, detached, or by hand elsewhere. `s` asks the run to stop (it saves a checkpoint first; the
+same control file `tuneforge stop` drops), `k` asks for a checkpoint now, `c` opens the chat
+screen on the run's weights.
 """
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -23,9 +18,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Log, ProgressBar, Sparkline, Static
 
 from tuneforge.runner.progress import fmt_duration
-from tuneforge.runner.rundir import RunDir, effective_state
+from tuneforge.runner.services import RunHandle
 
-from ..launch import Launched, find_started_run
 from .dialogs import Confirm
 
 
@@ -45,15 +39,13 @@ class MonitorScreen(Screen):
     MonitorScreen Log { height: 1fr; border: round $primary; }
     """
 
-    def __init__(self, run: RunDir | None = None, launched: Launched | None = None, runs_dir: Path | None = None) -> None:
+    def __init__(self, handle: RunHandle) -> None:
         super().__init__()
-        self.run, self.launched, self.runs_dir = run, launched, runs_dir or Path("runs")
+        self.handle = handle
         self.losses: list[float] = []
         self.last: dict = {}
-        self._metrics_pos = 0
-        self._log_pos = 0
-        self._launch_pos = 0
         self.state = "starting"
+        self._console_shown = False
 
     def compose(self) -> ComposeResult:
         yield Static("", id="title")
@@ -68,72 +60,31 @@ class MonitorScreen(Screen):
         self.poll()
         self.set_interval(1.0, self.poll)
 
-    # -- reading the files -------------------------------------------------------------------
+    # -- reading the run ---------------------------------------------------------------------
     def poll(self) -> None:
-        if self.run is None and self.launched is not None:
-            self.run = find_started_run(self.runs_dir, self.launched.name, self.launched.started)
-            if self.run is None:
-                self._waiting()
-                return
-        if self.run is None:
-            return
-        st = self.run.read_status()
-        self.state = effective_state(st) if st else "starting"
-        self._read_metrics()
-        self._read_log()
-        self._show(st)
-
-    def _waiting(self) -> None:
-        name = self.launched.name
-        where = f" in tmux session {self.launched.tmux_session}" if self.launched.tmux_session else ""
-        self.query_one("#title", Static).update(f"{name}: starting{where}…")
-        log = self.launched.log
-        if log and log.is_file():
-            self._launch_pos = self._append_from(log, self._launch_pos)
-        if self.launched.pid and not _pid_alive(self.launched.pid):
-            self.state = "failed"
-            self.query_one("#stats", Static).update(Text("the run exited before it started — see the log below", style="bold red"))
-
-    def _append_from(self, path: Path, pos: int) -> int:
-        try:
-            with open(path, "rb") as f:
-                f.seek(pos)
-                data = f.read()
-        except OSError:
-            return pos
-        if data:
-            cut = data.rfind(b"\n") + 1  # only whole lines
-            if cut:
-                self.query_one(Log).write(data[:cut].decode("utf-8", errors="replace"))
-                return pos + cut
-        return pos
-
-    def _read_metrics(self) -> None:
-        import json
-
-        try:
-            with open(self.run.metrics, "rb") as f:
-                f.seek(self._metrics_pos)
-                data = f.read()
-        except OSError:
-            return
-        cut = data.rfind(b"\n") + 1
-        self._metrics_pos += cut
-        for line in data[:cut].decode("utf-8", errors="replace").splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
+        st = self.handle.status()
+        self.state = self.handle.state()
+        records = self.handle.new_metrics()
+        if self.handle.metrics_restarted:  # a resumed run rewrote its metrics
+            self.losses.clear()
+            self.last = {}
+        for rec in records:
             if rec.get("loss") is not None:
                 self.losses.append(float(rec["loss"]))
             self.last.update({k: v for k, v in rec.items() if v is not None})
-
-    def _read_log(self) -> None:
-        self._log_pos = self._append_from(self.run.log, self._log_pos)
+        text = self.handle.new_log()
+        if text:
+            self.query_one(Log).write(text)
+        if self.state in ("failed", "dead") and not self._console_shown:
+            self._console_shown = True  # a child that died early says why on its console only
+            console = self.handle.console_text()
+            if console.strip():
+                self.query_one(Log).write(f"--- console output ---\n{console}")
+        self._show(st)
 
     def _show(self, st: dict) -> None:
         step, total = int(st.get("step") or self.last.get("step") or 0), st.get("total_steps") or self.last.get("total_steps")
-        self.query_one("#title", Static).update(f"{self.run.name} · {self.state} · {self.run.path}")
+        self.query_one("#title", Static).update(f"{self.handle.name} · {self.state} · {self.handle.path}")
         bar = self.query_one(ProgressBar)
         if total:
             bar.update(total=total, progress=step)
@@ -167,57 +118,38 @@ class MonitorScreen(Screen):
 
     # -- keys --------------------------------------------------------------------------------
     def action_stop(self) -> None:
-        st = self.run.read_status() if self.run else {}
-        pid = st.get("pid")
-        if effective_state(st) != "running" or not isinstance(pid, int):
-            self.notify("this run is not running", severity="warning")
-            return
-        if st.get("host") != socket.gethostname():
-            self.notify(f"the run is on host {st.get('host')}; stop it there", severity="error")
+        if not self._running():
             return
 
         def answered(yes: bool | None) -> None:
             if yes:
-                try:
-                    os.kill(pid, signal.SIGINT)
-                    self.notify(f"sent SIGINT to {pid}: the run stops after the current step")
-                except ProcessLookupError:
-                    self.notify("the process is already gone", severity="warning")
+                if self.handle.stop():
+                    self.notify(f"asked {self.handle.name} to save a checkpoint and stop after the current step")
+                else:
+                    self.notify("the run has already ended", severity="warning")
 
-        self.app.push_screen(Confirm(f"Stop run {self.run.name} (pid {pid})?"), answered)
+        self.app.push_screen(Confirm(f"Stop run {self.handle.name}? (it saves a checkpoint first)"), answered)
 
     def action_checkpoint(self) -> None:
-        """Ask the run to save a checkpoint after its current step (the same file `tuneforge checkpoint` drops)."""
-        from tuneforge.runner import control
+        """Ask the run to save a checkpoint after its current step (as `tuneforge checkpoint` does)."""
+        if self._running() and self.handle.checkpoint():
+            self.notify(f"asked {self.handle.name} to save a checkpoint after the current step")
 
-        st = self.run.read_status() if self.run else {}
-        if effective_state(st) != "running":
+    def _running(self) -> bool:
+        state = self.handle.state()
+        if state == "starting":
+            self.notify("the run is still starting: ask again once it runs", severity="warning")
+        elif state != "running":
             self.notify("this run is not running", severity="warning")
-            return
-        control.request(self.run, control.CHECKPOINT)
-        self.notify(f"asked {self.run.name} to save a checkpoint after the current step")
+        return state == "running"
 
     def action_chat(self) -> None:
-        if self.run is None or self.run.weights is None:
+        if self.handle.weights is None:
             self.notify("no weights yet: chat is available when the run has finished", severity="warning")
             return
-        with self.app.suspend():
-            subprocess.run([sys.executable, "-m", "tuneforge.runner.cli", "chat", str(self.run.path)])
+        from ..chat_screen import ChatScreen
+
+        self.app.push_screen(ChatScreen(str(self.handle.path), closable=True))
 
     def action_back(self) -> None:
         self.app.pop_screen()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a finished child is a zombie until reaped: reap it without blocking
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == 0
-    except ChildProcessError:
-        return True

@@ -1,5 +1,6 @@
 """Step 5: the recipe as it will be written, the equivalent command, where the file goes, and
-how to start it: run now (child process + monitor), run detached (tmux), or save only."""
+how to start it: run now (a background process + the monitor), run detached (survives SSH and
+closing the app; services picks how), or save only."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from textual.containers import Horizontal
 from textual.widgets import Button, Input, Label, Static
 
 from .. import draft as d
-from ..launch import display_command, tmux_available
+from tuneforge.runner.services import train_command
+
 from .base import WizardStep
 from .dialogs import Confirm
 
@@ -23,7 +25,7 @@ class ReviewStep(WizardStep):
     FIELDS_PREFIXES = ("name",)
     BINDINGS = [
         Binding("ctrl+r", "finish('now')", "Save+run", priority=True),
-        Binding("ctrl+t", "finish('tmux')", "Save+tmux", priority=True),
+        Binding("ctrl+t", "finish('detached')", "Save+detach", priority=True),
         Binding("ctrl+s", "finish('save')", "Save only", priority=True),
     ]
     DEFAULT_CSS = """
@@ -43,7 +45,7 @@ class ReviewStep(WizardStep):
         yield Static("", id="yaml", classes="panel")
         with Horizontal(id="finish"):
             yield Button("Save + run now", id="run-now", variant="success", compact=True)
-            yield Button("Save + run in tmux", id="run-tmux", compact=True, disabled=not tmux_available())
+            yield Button("Save + run detached (survives SSH)", id="run-detached", compact=True)
             yield Button("Save only", id="save-only", compact=True)
 
     def on_mount(self) -> None:
@@ -82,11 +84,11 @@ class ReviewStep(WizardStep):
             yaml_box.update(f"[red]{getattr(exc, 'message', exc)}[/]")
             return
         exists = " (exists: you will be asked before it is replaced)" if target.exists() else ""
-        cmd.update(f"[b]writes[/] {target}{exists}\n[b]command[/] {display_command(Path(d.nice_path(target)))}")
+        cmd.update(f"[b]writes[/] {target}{exists}\n[b]command[/] {train_command(d.nice_path(target))}")
         yaml_box.update(Syntax(text, "yaml", theme="ansi_dark", background_color="default"))
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
-        mode = {"run-now": "now", "run-tmux": "tmux", "save-only": "save"}.get(event.button.id or "")
+        mode = {"run-now": "now", "run-detached": "detached", "save-only": "save"}.get(event.button.id or "")
         if mode:
             event.stop()
             self.action_finish(mode)

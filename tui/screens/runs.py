@@ -55,7 +55,7 @@ class RunsScreen(Screen):
         for row in rows:
             cells = list(row.cells())
             cells[1] = Text(cells[1], style=STATE_STYLE.get(row.state, ""))
-            table.add_row(*cells, key=str(row.run.path))
+            table.add_row(*cells, key=str(row.path))
         if rows:
             table.move_cursor(row=min(keep, len(rows) - 1))
         empty = self.query_one("#empty", Static)

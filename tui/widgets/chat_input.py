@@ -1,7 +1,7 @@
 """The chat's prompt box: multi-line, Enter sends, ctrl+j adds a line.
 
 Enter (carriage return) and ctrl+j (line feed) are distinct bytes on every terminal, over SSH
-and inside tmux, unlike shift+enter which most terminals cannot tell from Enter. Pasted text
+and inside terminal multiplexers, unlike shift+enter which most terminals cannot tell from Enter. Pasted text
 keeps its newlines (bracketed paste arrives as one event, not as key presses).
 """
 
