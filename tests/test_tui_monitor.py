@@ -1,10 +1,12 @@
-"""The runs table and the monitor, fed by a real run's files (a tiny model trained for 3 steps),
-plus Run now from the wizard (a real child process) and Stop (SIGINT to the pid in status.json)."""
+"""The runs table and the monitor, fed by a real run's files (a tiny model trained for 3 steps);
+Run now and Run detached from the wizard (real child processes, launched through the service layer,
+the monitor on exactly the run launched); Stop and Checkpoint as control files the trainer reads."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -62,7 +64,7 @@ async def test_runs_table_and_monitor_show_a_real_finished_run(finished_run):
 
 
 @sync
-async def test_dead_runs_are_shown_dead_and_stop_sends_sigint(finished_run, tmp_path):
+async def test_dead_runs_are_shown_dead_and_stop_asks_through_the_control_file(finished_run, tmp_path):
     from tuneforge.runner.rundir import RunDir
     from tuneforge.tui.app import TuneforgeApp
 
@@ -75,13 +77,13 @@ async def test_dead_runs_are_shown_dead_and_stop_sends_sigint(finished_run, tmp_
     gone.wait()
     dead.update_status(state="running", pid=gone.pid, host=socket.gethostname(), step=1, total_steps=9,
                        started_at="2026-01-01T00:00:00", started_ts=time.time() - 60)
-    # A live process standing in for a trainer: it records the SIGINT it receives.
+    # A live process standing in for a trainer: it records the SIGTERM a local stop adds to the file.
     live = RunDir(runs / "live")
     live.path.mkdir()
-    marker = tmp_path / "got-sigint"
+    marker = tmp_path / "got-sigterm"
     proc = subprocess.Popen([sys.executable, "-c",
                              "import signal, sys, time, pathlib\n"
-                             f"signal.signal(signal.SIGINT, lambda *a: (pathlib.Path({str(marker)!r}).write_text('yes'), sys.exit(0)))\n"
+                             f"signal.signal(signal.SIGTERM, lambda *a: (pathlib.Path({str(marker)!r}).write_text('yes'), sys.exit(0)))\n"
                              "print('ready', flush=True)\n"
                              "time.sleep(120)\n"], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready"
@@ -97,12 +99,19 @@ async def test_dead_runs_are_shown_dead_and_stop_sends_sigint(finished_run, tmp_
             app.open_monitor(live.path)
             await wait_screen(pilot, "MonitorScreen")
             await pilot.press("k")  # checkpoint now: the request file the trainer polls after each step
-            await pilot.pause()
-            assert (live.path / "control" / "checkpoint").is_file()
+            await wait_for(pilot, lambda: (live.path / "control" / "checkpoint").is_file(), 10, "checkpoint request")
             await pilot.press("s")
             await wait_screen(pilot, "Confirm")
             await pilot.press("y")
             await wait_screen(pilot, "MonitorScreen")
+            assert (live.path / "control" / "stop").is_file()  # what `tuneforge stop` drops, from any host
+            await pilot.press("escape")
+            await wait_screen(pilot, "RunsScreen")
+            app.open_monitor(dead.path)
+            await wait_screen(pilot, "MonitorScreen")
+            await pilot.press("s")  # a dead run is not asked anything
+            await pilot.pause()
+            assert type(app.screen).__name__ == "MonitorScreen" and not (dead.path / "control").exists()
         assert proc.wait(timeout=20) == 0
         assert marker.read_text() == "yes"
     finally:
@@ -111,20 +120,65 @@ async def test_dead_runs_are_shown_dead_and_stop_sends_sigint(finished_run, tmp_
 
 
 @sync
-async def test_run_now_starts_a_separate_process_and_the_monitor_follows_it(tiny_model_dir, tmp_path, monkeypatch):
+async def test_run_now_opens_exactly_the_run_it_launched_beside_a_same_named_run(tiny_model_dir, tmp_path, monkeypatch):
+    """An earlier run 'now' that started a moment ago used to fool the monitor's start-time guess;
+    the app now holds the RunHandle services.launch returned, its directory made before it returned."""
+    from tuneforge.runner.rundir import RunDir
     from tuneforge.tui.app import TuneforgeApp
 
     monkeypatch.chdir(tmp_path)
+    earlier = RunDir(tmp_path / "runs" / "now")
+    earlier.path.mkdir(parents=True)
+    earlier.update_status(state="finished", host=socket.gethostname(), step=5, total_steps=5,
+                          started_at="2026-01-01T00:00:00", started_ts=time.time())
+    before = earlier.status.read_text()
     app = TuneforgeApp(start="new")
     async with app.run_test(size=(80, 24)) as pilot:
         await drive_wizard(pilot, str(shared("alpaca_en_demo.json")), model=str(tiny_model_dir), max_steps="2",
                            max_samples="8", name="now", finish="ctrl+r")
         await wait_screen(pilot, "MonitorScreen")
         monitor = app.screen
-        assert monitor.launched.pid != os.getpid()
-        await wait_for(pilot, lambda: monitor.run is not None, 120, "the run directory")
+        handle = monitor.handle
+        assert handle.path == (tmp_path / "runs" / "now-2").resolve()  # known at once, no guess
+        assert (handle.path / "recipe.yaml").is_file() and handle.launcher == "setsid"
+        assert handle.pid not in (None, os.getpid())
+        assert "now-2" in screen_text(app)
         await wait_for(pilot, lambda: monitor.state in ("finished", "failed", "dead"), 240, "the run to end")
         assert monitor.state == "finished", "\n".join(monitor.query_one("Log").lines)
         assert "step 2/2" in screen_text(app)
     assert (tmp_path / "now.yaml").is_file()
-    assert (tmp_path / "runs" / "now" / "adapter").is_dir()
+    assert (handle.path / "adapter").is_dir() and (handle.path / "console.log").is_file()
+    assert not (tmp_path / "runs" / ".launch").exists()
+    assert earlier.status.read_text() == before and not (earlier.path / "adapter").exists()
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (scripts/setup.sh --test installs it)")
+@sync
+async def test_run_detached_then_stop_from_the_monitor_leaves_a_resumable_run(tiny_model_dir, tmp_path, monkeypatch):
+    """The detached launch (tmux here) and a real trainer stopped by the monitor's `s`."""
+    from tuneforge.tui.app import TuneforgeApp
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TMUX_TMPDIR", str(tmp_path))  # a private tmux server for this test
+    app = TuneforgeApp(start="new")
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await drive_wizard(pilot, str(shared("alpaca_en_demo.json")), model=str(tiny_model_dir), max_steps="400",
+                               max_samples="64", name="far", finish="ctrl+t")
+            await wait_screen(pilot, "MonitorScreen")
+            monitor = app.screen
+            handle = monitor.handle
+            assert handle.path == (tmp_path / "runs" / "far").resolve()
+            assert handle.launcher == "tmux" and handle.tmux_session == "tf-far"
+            await wait_for(pilot, lambda: monitor.state == "running" and (monitor.last.get("step") or 0) >= 1, 180,
+                           "the run to take a step")
+            await pilot.press("s")
+            await wait_screen(pilot, "Confirm")
+            await pilot.press("y")
+            await wait_screen(pilot, "MonitorScreen")
+            await wait_for(pilot, lambda: monitor.state in ("stopped", "failed", "dead", "finished"), 180, "the stop")
+            assert monitor.state == "stopped", "\n".join(monitor.query_one("Log").lines)
+        status = json.loads((handle.path / "status.json").read_text())
+        assert status["last_checkpoint"] and Path(status["last_checkpoint"]).is_dir()
+    finally:
+        subprocess.run(["tmux", "kill-server"], capture_output=True)

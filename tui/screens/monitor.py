@@ -118,7 +118,7 @@ class MonitorScreen(Screen):
 
     # -- keys --------------------------------------------------------------------------------
     def action_stop(self) -> None:
-        if not self._running():
+        if not self._can_ask():
             return
 
         def answered(yes: bool | None) -> None:
@@ -132,10 +132,10 @@ class MonitorScreen(Screen):
 
     def action_checkpoint(self) -> None:
         """Ask the run to save a checkpoint after its current step (as `tuneforge checkpoint` does)."""
-        if self._running() and self.handle.checkpoint():
+        if self._can_ask() and self.handle.checkpoint():
             self.notify(f"asked {self.handle.name} to save a checkpoint after the current step")
 
-    def _running(self) -> bool:
+    def _can_ask(self) -> bool:
         state = self.handle.state()
         if state == "starting":
             self.notify("the run is still starting: ask again once it runs", severity="warning")
