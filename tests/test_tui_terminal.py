@@ -153,7 +153,7 @@ def test_wizard_over_ssh_starts_a_detached_run_that_finishes(sshd, tiny_model_di
     ssh = (f"ssh -tt -i {sshd['key']} -p {sshd['port']} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
            f"-o LogLevel=ERROR root@127.0.0.1 '{remote}'")
     term = Term(ssh)
-    session = "tuneforge-e2e"
+    session = "tf-e2e"  # services names every tmux session tf-<run>
     try:
         term.wait("No runs yet", 60)
         term.keys("n")
