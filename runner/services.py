@@ -8,7 +8,8 @@
   resume / stop / checkpoint                      act on a run (stop and checkpoint drop control files)
 The run directory (and so the run's name) exists before `launch` returns, so a face always holds the
 exact run it started. Processes are started only by runner.launcher; run files are read only here and
-in the modules below (rundir, watch, control). Nothing here imports torch until a run trains here.
+in the modules below (rundir, watch, control). torch is imported only to train here or to measure
+this machine for an estimate.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from . import control, rundir
 from .errors import TuneforgeError
 from .recipe import Recipe, recipe_to_yaml
 from .recipe import load_recipe as _load_recipe
+from .watch import ACTIVE
 
 HOWS = ("foreground", "detached", "background")
 PROGRESS_MODES = ("auto", "rich", "plain")
-ACTIVE = ("starting", "running")
 
 
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
@@ -34,15 +35,15 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     return _load_recipe(Path(path), list(overrides))
 
 
-def estimate(recipe: Recipe, **known: Any):
+def estimate(recipe: Recipe):
     """Peak memory and time per epoch here (runner.estimate.Estimate). Data that cannot be read yet
     (the wizard before a dataset is chosen) counts as rows of max_length, with no time figure."""
     from . import estimate as est
 
     try:
-        return est.estimate(recipe, **known)
+        return est.estimate(recipe)
     except TuneforgeError:
-        return est.estimate(recipe, lengths=[recipe.data.max_length], n_examples=0, **known)
+        return est.estimate(recipe, lengths=[recipe.data.max_length], n_examples=0)
 
 
 def describe_estimate(recipe: Recipe) -> list[str]:
@@ -224,10 +225,11 @@ def _handle(ref: RunHandle | str | Path, runs_dir: str | Path) -> RunHandle:
 # Starting runs
 
 
-def new_run(recipe: Recipe) -> rundir.RunDir:
-    """Create the run directory and write the resolved recipe, so the name is fixed before launch."""
+def new_run(recipe: Recipe, absolute: bool = True) -> rundir.RunDir:
+    """Create the run directory and write the resolved recipe, so the name is fixed before launch.
+    absolute: the path another process gets (a foreground run keeps runs/<name> as the user wrote it)."""
     run = rundir.create(recipe.output.runs_dir, recipe.name, recipe.output.overwrite)
-    run = rundir.RunDir(run.path.resolve())
+    run = rundir.RunDir(run.path.resolve()) if absolute else run
     saved = recipe.model_copy(deep=True)
     saved.name = run.name
     run.recipe.write_text(recipe_to_yaml(saved), encoding="utf-8")
@@ -239,7 +241,7 @@ def launch(recipe: Recipe, how: str = "foreground", progress: str = "auto", plai
     raised); detached and background return at once, the run directory already made."""
     _check_how(how)
     check_progress(progress)
-    run = new_run(recipe)
+    run = new_run(recipe, absolute=how != "foreground")
     if how == "foreground":
         return _train_here(recipe, run, progress, plain_every)
     return _start(run, how, resume=False, progress=progress, plain_every=plain_every)

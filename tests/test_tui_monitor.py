@@ -59,6 +59,12 @@ async def test_runs_table_and_monitor_show_a_real_finished_run(finished_run):
         assert app.screen.query_one("ProgressBar").percentage == 1.0
         log_text = "\n".join(app.screen.query_one("Log").lines)
         assert "finished in" in log_text and "step 3/3" in log_text
+        await pilot.press("c")  # chat with the run's weights, inside the app (no second process)
+        await wait_screen(pilot, "ChatScreen")
+        await wait_for(pilot, lambda: app.screen.engine is not None or app.screen.load_error is not None, 120, "the model")
+        assert app.screen.engine is not None and app.screen.ref == str(finished_run.path)
+        await pilot.press("escape")  # idle: back to the monitor
+        await wait_screen(pilot, "MonitorScreen")
         await pilot.press("escape")
         await wait_screen(pilot, "RunsScreen")
 
