@@ -8,6 +8,7 @@ import ast
 import io
 import re
 import tokenize
+from functools import lru_cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,6 +90,7 @@ def imports_of(mod: str, path: Path, known: set[str]) -> set[str]:
     return found
 
 
+@lru_cache(maxsize=1)
 def graph() -> dict[str, set[str]]:
     mods = _modules()
     return {m: imports_of(m, p, set(mods)) for m, p in mods.items()}
