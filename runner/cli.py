@@ -159,6 +159,9 @@ _register_runs(app, _fail)
 
 
 def main() -> None:
+    from . import threads
+
+    threads.apply()  # before anything imports torch: OpenMP reads its settings once, when torch loads it
     app()
 
 

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import rundir
+from . import rundir, threads
 from .errors import TuneforgeError
 
 # Terminal-specific variables that must not leak from the launching shell into the tmux pane.
@@ -61,11 +61,11 @@ def _tmux_session_name(run: rundir.RunDir) -> str:
     return name
 
 
-def _start_tmux(run: rundir.RunDir, cmd: list[str]) -> Launched:
+def _start_tmux(run: rundir.RunDir, cmd: list[str], env: dict[str, str]) -> Launched:
     session = _tmux_session_name(run)
     # A running tmux server gives new sessions *its* environment, not ours: pass ours explicitly
     # (virtualenv, CUDA_VISIBLE_DEVICES, HF_HOME, ...), so the run behaves as if started here.
-    env_args = [f"{k}={v}" for k, v in os.environ.items() if k not in _DROP_ENV and "=" not in k]
+    env_args = [f"{k}={v}" for k, v in env.items() if k not in _DROP_ENV and "=" not in k]
     proc = subprocess.run(
         ["tmux", "new-session", "-d", "-s", session, "-c", str(Path.cwd()), "-P", "-F", "#{pane_pid}",
          "env", *env_args, *cmd],
@@ -78,11 +78,11 @@ def _start_tmux(run: rundir.RunDir, cmd: list[str]) -> Launched:
     return Launched(run, "tmux", pid, session=session)
 
 
-def _start_setsid(run: rundir.RunDir, cmd: list[str]) -> Launched:
+def _start_setsid(run: rundir.RunDir, cmd: list[str], env: dict[str, str]) -> Launched:
     console = run.path / "console.log"
     with open(console, "ab") as out, open(os.devnull, "rb") as devnull:
         proc = subprocess.Popen(cmd, stdin=devnull, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, close_fds=True, cwd=Path.cwd())
+                                start_new_session=True, close_fds=True, cwd=Path.cwd(), env=env)
     return Launched(run, "setsid", proc.pid, console_log=console)
 
 
@@ -91,10 +91,11 @@ def launch(run: rundir.RunDir, resume: bool = False, progress: str = "auto", pla
     use_tmux = shutil.which("tmux") is not None
     # In tmux the pane is a terminal (rich display on attach); the setsid child logs plain lines.
     cmd = child_command(run, resume, progress if use_tmux else "plain", plain_every)
+    env = threads.child_env(os.environ)  # the thread policy holds in the child before its torch loads
     run.update_status(state="starting", host=socket.gethostname(), started_at=rundir.now_iso(),
                       started_ts=time.time(), ended_at=None, error=None, pid=None)
     try:
-        launched = _start_tmux(run, cmd) if use_tmux else _start_setsid(run, cmd)
+        launched = _start_tmux(run, cmd, env) if use_tmux else _start_setsid(run, cmd, env)
     except BaseException as exc:
         run.update_status(state="failed", ended_at=rundir.now_iso(), error=f"could not start in the background: {exc}")
         raise
