@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from runs_helpers import write_recipe
+from runs_helpers import status, wait_for, write_recipe
 
 from conftest import shared
 from tuneforge.runner import threads
@@ -174,3 +174,19 @@ def test_speed_threads_in_the_recipe_overrides_omp_num_threads(tiny_model_dir, t
     got = _train(tmp_path, tiny_model_dir, "override", _clean_env(OMP_NUM_THREADS="1"), "speed.threads=2")
     t = got["threads"]
     assert (t["torch_threads"], t["source"], t["usable_cpus"]) == (2, "recipe", 1)
+
+
+@needs_taskset
+def test_a_detached_run_launched_under_taskset_runs_one_passive_thread(tiny_model_dir, tmp_path):
+    """The background launcher (setsid here: tmux is hidden) starts a child that keeps the policy."""
+    recipe = write_recipe(tmp_path, tiny_model_dir, shared("alpaca_en_demo.json"), "bg", max_steps=1)
+    env = _clean_env(PATH=os.path.dirname(sys.executable) + ":/nonexistent")  # no tmux on PATH
+    out = subprocess.run([shutil.which("taskset"), "-c", "0", *CLI, "train", str(recipe), "--detach"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0 and "setsid" in out.stdout, (out.stdout, out.stderr)
+    run = tmp_path / "runs" / "bg"
+    st = wait_for(lambda: status(run) if status(run).get("state") in ("finished", "failed") else None, timeout=600,
+                  interval=0.5, what="the detached run to end")
+    assert st["state"] == "finished", (run / "console.log").read_text()[-3000:]
+    t = st["threads"]
+    assert (t["torch_threads"], t["source"], t["wait_policy"], t["wait_policy_in_force"]) == (1, "affinity", "PASSIVE", True)
