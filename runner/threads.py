@@ -108,7 +108,7 @@ def cgroup_quota(cgroup_root: str | Path = "/sys/fs/cgroup", proc_cgroup: str | 
                         if quota > 0 and period > 0:
                             found.append(quota / period)
         elif "cpu" in controllers.split(","):  # cgroup v1
-            for name in (controllers, "cpu,cpuacct", "cpu"):
+            for name in dict.fromkeys((controllers, "cpu,cpuacct", "cpu")):
                 for folder in _ancestors(root / name, rel):
                     quota, period = _read(folder / "cpu.cfs_quota_us"), _read(folder / "cpu.cfs_period_us")
                     try:
@@ -151,7 +151,7 @@ def plan(env: Mapping[str, str], requested: int | None = None, local_ranks: int 
          budget: CpuBudget | None = None) -> tuple[ThreadPolicy, dict[str, str]]:
     """The policy for a process with environment `env`, and the variables to set. No side effects."""
     auto = {name for name in env.get(_AUTO, "").split(",") if name}
-    user = {k: v for k, v in env.items() if k in (*_COUNT_VARS, "OMP_WAIT_POLICY") and k not in auto}
+    user = {k: v for k, v in env.items() if k in (*_COUNT_VARS, "OMP_WAIT_POLICY") and k not in auto and v.strip()}
     budget = budget or cpu_budget()
     if local_ranks is None:
         local_ranks = _positive_int(env.get("LOCAL_WORLD_SIZE")) or 1
