@@ -145,6 +145,9 @@ _register_runs(app)
 
 
 def main() -> None:
+    from . import threads
+
+    threads.apply()  # before anything imports torch: OpenMP reads its settings once, when torch loads it
     app()
 
 

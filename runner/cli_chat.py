@@ -6,20 +6,13 @@ the main app by `register(app)`; heavy imports stay inside the commands.
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Annotated, Optional
 
 import typer
 
+from . import threads
 from .cli_errors import guarded
-
-
-def _passive_threads() -> None:
-    """Before torch loads: OpenMP threads that spin-wait for each other make generation up to 10x
-    slower on a busy or shared CPU (measured: 0.4 vs 8 tokens/s with SmolLM2 on 2 loaded cores);
-    waiting passively costs nothing noticeable on an idle machine. A user's own setting wins."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def chat(
@@ -43,10 +36,10 @@ def chat(
     Plain REPL (--plain, or when stdin/stdout is not a terminal): each stdin line is a prompt,
     each reply goes to stdout. Example: echo "Who are you?" | tuneforge chat runs/x
     """
+    threads.apply()  # before torch loads (main() did too; this covers callers of the Typer app itself)
     from .chat import Sampling, resolve_target
     from .chat_session import Conversation
 
-    _passive_threads()
     sampling = Sampling(temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens,
                         repetition_penalty=repetition_penalty)
     conversation = Conversation(system=system)
@@ -85,9 +78,9 @@ def export(
     runs_dir: Annotated[str, typer.Option(help="Where run names are looked up.")] = "runs",
 ) -> None:
     """Export a run: the adapter alone, or (--merge) full merged weights any transformers program loads."""
+    threads.apply()
     from .export import export_run
 
-    _passive_threads()
     result = export_run(run, out, merge=merge, dtype=dtype, max_shard_size=max_shard_size, base=base,
                         force=force, runs_dir=runs_dir, say=lambda text: typer.echo(text, err=True))
     typer.echo(f"Exported {result.kind} to {result.path}")

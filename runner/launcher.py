@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import rundir
+from . import rundir, threads
 from .errors import TuneforgeError
 
 # Terminal-specific variables that must not leak from the launching shell into the tmux pane.
@@ -42,8 +42,9 @@ def tmux_available() -> bool:
 
 def child_env() -> dict[str, str]:
     """The environment of every training child: ours, minus the launching terminal's own variables.
-    (The seam for a thread policy: set OMP_* etc. here, once, for every launcher.)"""
-    return {k: v for k, v in os.environ.items() if k not in _DROP_ENV and "=" not in k}
+    The CPU thread policy (runner.threads) is applied here, once, for every launcher."""
+    env = threads.child_env(os.environ)  # the thread policy holds in the child before its torch loads
+    return {k: v for k, v in env.items() if k not in _DROP_ENV and "=" not in k}
 
 
 def child_command(run: rundir.RunDir, resume: bool, progress: str, plain_every: float) -> list[str]:

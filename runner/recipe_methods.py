@@ -60,6 +60,12 @@ class SpeedSpec(_Strict):
         "only when the memory estimate says the run would not fit otherwise.",
     )
     torch_compile: bool = Field(False, description="Compile the model with torch.compile (slow first steps, faster later on some hardware).")
+    threads: Union[int, None] = Field(
+        None, ge=1,
+        description="CPU threads for torch's intra-op work and the data workers. null = auto: the CPUs this process "
+        "may use (affinity mask and cgroup CPU quota) divided by the local ranks of a distributed launch, or "
+        "OMP_NUM_THREADS when you set it. A number overrides both. status.json records the choice under `threads`.",
+    )
 
 
 def combination_problems(recipe) -> list[str]:

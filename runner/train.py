@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import device as device_mod
-from . import lifecycle, methods, speed
+from . import lifecycle, methods, speed, threads
 from . import model as model_mod
 from . import rundir
 from .errors import TuneforgeError
@@ -169,6 +169,9 @@ def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Rep
     rep.say(f"run directory: {run.path}")
     life.prepare()
     rep.say(f"device {placement.device}, precision {placement.precision} ({placement.reason})")
+    policy = threads.apply(recipe.speed.threads)  # the recipe's override is known only now
+    run.update_status(threads=policy.as_status())
+    rep.say(policy.describe())
     set_seed(recipe.seed)
 
     resolved = model_mod.resolve(recipe.model.name_or_path)

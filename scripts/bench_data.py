@@ -40,9 +40,10 @@ def main() -> int:
     args = ap.parse_args()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    threads = os.environ.get("TOKENIZERS_PARALLELISM", "unset (tokenizers default)")
     from datasets import Dataset, disable_caching
     from transformers import AutoTokenizer
+
+    from bench_machine import describe
 
     from tuneforge.runner import model as model_mod
     from tuneforge.runner.data import DataReport, prepare, tokenize
@@ -52,6 +53,8 @@ def main() -> int:
 
     disable_caching()
     model_mod.quiet_hf()
+    parallel = os.environ.get("TOKENIZERS_PARALLELISM", "unset")  # read after quiet_hf(), which may set it
+    threads = "1" if parallel.lower() in ("false", "0", "off", "no") else os.environ.get("RAYON_NUM_THREADS", "all CPUs")
     tok = AutoTokenizer.from_pretrained(model_mod.resolve("smollm2-135m").path)
     rows = json.loads(Path(args.data).read_text(encoding="utf-8"))
     n = len(rows)
@@ -92,8 +95,8 @@ def main() -> int:
     text = "\n".join([
         SECTION, "",
         f"{n} rows of `{Path(args.data).name}`, SmolLM2-135M-Instruct's tokenizer and chat template, best of "
-        f"{args.repeats}; {platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s), "
-        f"TOKENIZERS_PARALLELISM={threads}, Python {platform.python_version()}.", "",
+        f"{args.repeats}; {describe('n/a (tokenizing only)', f'tokenizer threads: {threads} (TOKENIZERS_PARALLELISM={parallel})')}, "
+        f"Python {platform.python_version()}.", "",
         *table, "",
         f"tuneforge / baseline: {t_base / t_ours:.2f}x (while also building exact loss masks).", "",
         "Reproduce: `python scripts/bench_data.py --data ../shared/data/alpaca_en_demo.json --write docs/benchmarks.md`", "",
