@@ -66,7 +66,7 @@ class RunRecorder(TrainerCallback):
     def speed(self) -> dict[str, Any]:
         """train_s, tokens_per_s and mfu so far (the definitions: throughput.py)."""
         tps = self.clock.tokens_per_s(self.tokens_seen)
-        return {"train_s": round(self.clock.seconds, 2), "tokens_per_s": tps,
+        return {"train_s": round(self.clock.seconds, 3), "tokens_per_s": tps,
                 "mfu": mfu(tps, self.per_token, self.rate)}
 
     def on_log(self, args, state, control_, logs=None, **kw):
@@ -83,7 +83,7 @@ class RunRecorder(TrainerCallback):
             "lr": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
             "tokens_seen": self.tokens_seen,
             "tokens_per_s": self.clock.tokens_per_s(self.tokens_seen) if training else None,
-            "train_s": round(self.clock.seconds, 2),
+            "train_s": round(self.clock.seconds, 3),
             "elapsed_s": round(elapsed, 2),
             "eta_s": round(elapsed / (step - self.first_step) * (total - step), 1) if step > self.first_step else None,
             **memory_mb(),

@@ -213,7 +213,7 @@ def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Rep
     recorder.tokens_seen = int(trainer.state.num_input_tokens_seen or 0)
     speed_now = recorder.speed()
     final.update(elapsed_s=round(elapsed, 1), tokens_seen=recorder.tokens_seen, **speed_now,
-                 matmul_flops=rate, peak_rss_mb=round(peak_rss_mb(), 1))
+                 peak_rss_mb=round(peak_rss_mb(), 1))
     run.update_status(state="finished", ended_at=rundir.now_iso(), step=trainer.state.global_step,
                       final_metrics=final, weights=str(target))
     mfu = f", MFU {speed_now['mfu']:.1%}" if speed_now["mfu"] is not None else ""
