@@ -14,7 +14,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from . import checkpoints, control, rundir
-from .lifecycle import RunState
+from .lifecycle import RunState, draw_loss_plot
 from .progress import plain_line
 from .throughput import TrainClock, mfu
 
@@ -177,16 +177,6 @@ class EvaluateLastStep(TrainerCallback):
     def on_step_end(self, args, state, control_, **kw):
         if args.eval_strategy == "steps" and state.global_step >= state.max_steps:
             control_.should_evaluate = True
-
-
-def draw_loss_plot(run: rundir.RunDir) -> None:
-    """loss.png from metrics.jsonl; a missing plot never fails a run."""
-    try:
-        from .plot import plot_run
-
-        plot_run(run)
-    except Exception as exc:  # noqa: BLE001
-        log.warning("could not draw loss.png: %s", exc)
 
 
 class LossPlot(TrainerCallback):

@@ -198,3 +198,14 @@ class Lifecycle:
             self.say(f"{getattr(exc, 'reason', 'stopped')}; resumable checkpoint: {latest}\n"
                      f"resume with: tuneforge resume {self.run.path}")
         return fields
+
+
+def draw_loss_plot(run: rundir.RunDir) -> None:
+    """loss.png from metrics.jsonl, at the end of a run however it ended; a missing plot never
+    fails a run."""
+    try:
+        from .plot import plot_run
+
+        plot_run(run)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("could not draw loss.png: %s", exc)

@@ -23,7 +23,6 @@ from . import device as device_mod
 from . import cpu_attention, lifecycle, methods, packing, speed, throughput
 from . import model as model_mod
 from . import rundir
-from .errors import TuneforgeError
 from .progress import make_progress
 from .recipe import Recipe, recipe_to_yaml
 
@@ -104,9 +103,7 @@ def train(recipe: Recipe, progress_mode: str = "auto", run_dir: Path | None = No
         state = "stopped" if isinstance(exc, KeyboardInterrupt) else "failed"
         progress.stop()
         log.error("run %s: %s\n%s", state, exc, traceback.format_exc())
-        from .callbacks import draw_loss_plot
-
-        draw_loss_plot(run)
+        lifecycle.draw_loss_plot(run)
         run.update_status(state=state, ended_at=rundir.now_iso(), error=None if state == "stopped" else str(exc),
                           peak_rss_mb=round(peak_rss_mb(), 1), **life.end_fields(exc))
         raise
