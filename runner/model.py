@@ -130,6 +130,7 @@ def quiet_hf() -> None:
     # bitsandbytes warns on every CPU import that an optional hub-downloaded kernel is missing;
     # library deprecation chatter is for developers, not for a training log.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    logging.getLogger("kernels").setLevel(logging.ERROR)  # bitsandbytes' kernel lookup, offline: "Skipping ..."
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*is deprecated.*")
     try:
