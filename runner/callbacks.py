@@ -61,6 +61,10 @@ class RunRecorder(TrainerCallback):
         self.clock.step_begin()
 
     def on_step_end(self, args, state, control_, **kw):
+        if args.device.type == "cuda":  # the step's kernels are queued, not done: wait for them
+            import torch
+
+            torch.cuda.synchronize(args.device)
         self.clock.step_end()
 
     def speed(self) -> dict[str, Any]:
