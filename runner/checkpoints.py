@@ -82,37 +82,33 @@ def publish(staged: Path, final: Path) -> None:
     _fsync_path(final.parent)
 
 
-def atomic_trainer(base):
-    """A subclass of the given Trainer class whose checkpoints are written atomically."""
+def save_atomically(trainer, save, trial=None) -> None:
+    """Run `save()` (the Trainer's own checkpoint writer) into a staging folder, publish the
+    finished checkpoint with one rename, and only then rotate older checkpoints away."""
+    from transformers.trainer_utils import rotate_checkpoints
 
-    class AtomicCheckpointTrainer(base):
-        def _save_checkpoint(self, model, trial):
-            from transformers.trainer_utils import rotate_checkpoints
-
-            run_dir = Path(self._get_output_dir(trial=trial))
-            name = f"{PREFIX}-{self.state.global_step}"
-            staging = run_dir / (STAGING + name)
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir(parents=True)
-            real_output = self.args.output_dir
-            real_limit = self.args.save_total_limit
-            # The trainer writes <output_dir>/checkpoint-N and rotates inside output_dir: point it at
-            # the staging folder, and rotate the real folder only after the rename.
-            self.args.output_dir, self.args.save_total_limit = str(staging), None
-            try:
-                super()._save_checkpoint(model, trial)
-                publish(staging / name, run_dir / name)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
-            finally:
-                self.args.output_dir, self.args.save_total_limit = real_output, real_limit
-            shutil.rmtree(staging, ignore_errors=True)
-            if self.state.best_model_checkpoint and str(staging) in self.state.best_model_checkpoint:
-                self.state.best_model_checkpoint = self.state.best_model_checkpoint.replace(str(staging), str(run_dir))
-            if self.args.should_save:
-                rotate_checkpoints(output_dir=str(run_dir), save_total_limit=real_limit,
-                                   best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=False)
-
-    AtomicCheckpointTrainer.__name__ = f"Atomic{base.__name__}"
-    return AtomicCheckpointTrainer
+    run_dir = Path(trainer._get_output_dir(trial=trial))
+    name = f"{PREFIX}-{trainer.state.global_step}"
+    staging = run_dir / (STAGING + name)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    args = trainer.args
+    real_output, real_limit = args.output_dir, args.save_total_limit
+    # The trainer writes <output_dir>/checkpoint-N and rotates inside output_dir: point it at the
+    # staging folder, and rotate the real folder only after the rename.
+    args.output_dir, args.save_total_limit = str(staging), None
+    try:
+        save()
+        publish(staging / name, run_dir / name)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        args.output_dir, args.save_total_limit = real_output, real_limit
+    shutil.rmtree(staging, ignore_errors=True)
+    state = trainer.state
+    if state.best_model_checkpoint and str(staging) in state.best_model_checkpoint:
+        state.best_model_checkpoint = state.best_model_checkpoint.replace(str(staging), str(run_dir))
+    if args.should_save:
+        rotate_checkpoints(output_dir=str(run_dir), save_total_limit=real_limit,
+                           best_model_checkpoint=state.best_model_checkpoint, use_mtime=False)

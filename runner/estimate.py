@@ -22,10 +22,10 @@ RUNTIME_BYTES = 700 * MiB  # python + torch + transformers/peft/datasets + Train
 QLORA_CPU_RUNTIME_BYTES = 800 * MiB
 ACT_BYTES_PER_TOKEN_LAYER = (40, 8)  # bytes per token per layer: 40 * hidden + 8 * intermediate (bf16 autocast, measured)
 LOGIT_BYTES_PER_TOKEN = 14  # per vocab entry: bf16 logits + fp32 upcast + log-softmax + their gradient
-# training computes logits only where a label is predicted (speed.label_positions_loss): the
+# training computes logits only where a label is predicted (head_loss.label_positions_loss): the
 # labelled share of the data's tokens (measured from a sample; this when unknown)
 LABELLED_SHARE = 0.5
-# eager attention (CPU training, rows up to speed.EAGER_CPU_MAX_QUERY tokens) keeps its scores:
+# eager attention (CPU training, rows up to cpu_attention.EAGER_CPU_MAX_QUERY tokens) keeps its scores:
 # batch x heads x length^2 elements per layer, ~7.6 bytes each measured (fp32 softmax + bf16 copies)
 ATTN_SCORE_BYTES = 8
 CKPT_ACT_FACTOR = 0.12  # activations kept with gradient checkpointing (layer inputs + one layer's worth)
@@ -85,22 +85,15 @@ class ModelShape:
 
 
 def chunked_head(recipe, shape: ModelShape) -> bool:
-    """Whether training's loss runs the frozen head chunk by chunk (speed.head_cross_entropy): a
-    method that leaves the head frozen, for a model class with a plain head."""
+    """Whether training's loss runs the frozen head chunk by chunk (head_loss.head_cross_entropy): a
+    method that leaves the head frozen, for a model type with a plain head."""
     if recipe.method not in ("lora", "qlora"):
         return False
     if any(m.split(".")[-1] in ("lm_head", "embed_tokens") for m in recipe.lora.modules_to_save):
         return False
-    try:
-        import transformers
-        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    from .head_loss import plain_head_model_type
 
-        from .speed import _plain_head_class
-
-        cls = getattr(transformers, MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(shape.model_type, ""), None)
-    except ImportError:
-        return False
-    return cls is not None and _plain_head_class(cls)
+    return plain_head_model_type(shape.model_type)
 
 
 def model_shape(path: str) -> ModelShape:
@@ -171,20 +164,23 @@ def available_memory(device: str) -> int:
     return int(psutil.virtual_memory().available + psutil.Process().memory_info().rss)
 
 
-def matmul_flops(dtype: str = "bf16", size: int = 1024, seconds: float = 0.3) -> float:
-    """Measured dense matmul rate (FLOP/s) of this machine in the given precision."""
+def matmul_flops(dtype: str = "bf16", size: int = 1024, seconds: float = 0.3, device: str = "cpu") -> float:
+    """Measured dense matmul rate (FLOP/s) of this machine (or GPU) in the given precision."""
     import time
 
     import torch
 
     dt = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype, torch.float32)
-    a = torch.randn(size, size, dtype=dt)
-    b = torch.randn(size, size, dtype=dt)
+    a = torch.randn(size, size, dtype=dt, device=device)
+    b = torch.randn(size, size, dtype=dt, device=device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     a @ b
+    sync()
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         a @ b
         n += 1
+        sync()
     return 2 * size**3 * n / (time.perf_counter() - t0)
 
 
@@ -195,7 +191,7 @@ def batch_tokens(lengths: list[int], batch: int, grouped: bool, packing: bool) -
     s = sorted(lengths)
     if packing:
         return sum(s) / len(s) * batch, float(sum(s[-batch:]))
-    if grouped:  # speed.LengthGroupedBatches: batches of neighbours in length order
+    if grouped:  # sampler.LengthGroupedBatches: batches of neighbours in length order
         chunks = [s[k:k + batch] for k in range(0, len(s), batch)]
         return sum(max(c) * batch for c in chunks) / len(chunks), float(s[-1] * batch)
     rng = random.Random(0)
@@ -250,15 +246,15 @@ def estimate(recipe, lengths: list[int] | None = None, n_examples: int | None = 
         weights += trainable * 2  # autocast keeps a half-precision copy of trainable weights per step
 
     batch = recipe.train.batch_size
-    from .speed import packing_expected
+    from .packing import packing_expected
 
     tokens, peak_tokens = batch_tokens(lengths, batch, recipe.speed.group_by_length, packing_expected(recipe, device))
     per_tok_layer = ACT_BYTES_PER_TOKEN_LAYER[0] * shape.hidden + ACT_BYTES_PER_TOKEN_LAYER[1] * shape.intermediate
     if precision == "fp32":
         per_tok_layer *= 2
     layer_act = peak_tokens * per_tok_layer * shape.layers
-    if not cuda and lengths:  # speed.cpu_attention: short rows run eager attention and keep its scores
-        from .speed import EAGER_CPU_MAX_QUERY
+    if not cuda and lengths:  # cpu_attention: short rows run eager attention and keep its scores
+        from .cpu_attention import EAGER_CPU_MAX_QUERY
 
         rows, longest = batch, max(lengths)  # packed rows too: their attention runs example by example
         eager_len = min(longest, EAGER_CPU_MAX_QUERY)
@@ -267,7 +263,7 @@ def estimate(recipe, lengths: list[int] | None = None, n_examples: int | None = 
     share = sum(labelled) / max(sum(lengths), 1) if labelled and lengths else LABELLED_SHARE
     head_tokens = share * peak_tokens
     if chunked_head(recipe, shape):  # one chunk's logits at a time, plus the (tokens x hidden) gradient
-        from .speed import HEAD_CHUNK
+        from .head_loss import HEAD_CHUNK
 
         head_tokens = min(head_tokens, HEAD_CHUNK)
     logits = head_tokens * shape.vocab * LOGIT_BYTES_PER_TOKEN * (1.4 if precision == "fp32" else 1.0)

@@ -1,6 +1,7 @@
-"""What keeps a long headless run safe: signals, stop/checkpoint requests, the NaN guard, resume,
-experiment trackers and the loss plot. `train.py` calls into one `Lifecycle` object at a few
-hook points; everything about surviving SSH drops, kills and bad numbers lives here.
+"""What keeps a long headless run safe outside the Trainer's callbacks: signal handlers around the
+whole run, resume preparation, and turning how the loop ended into the run's outcome. The in-loop
+behaviour (stop/checkpoint requests, the NaN stop, records, plot) is in callbacks.py; the two
+share a RunState.
 
 - SIGINT/SIGTERM in the training loop: finish the step, save a checkpoint, stop; the run is marked
   'stopped' and the process exits 130/143. A second signal stops at once. Outside the loop
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import signal
 import threading
@@ -44,35 +44,11 @@ class NonFiniteLoss(TuneforgeError):
     exit_code = 1
 
 
-def memory_mb() -> dict[str, float]:
-    """Memory in use by this process: resident RAM and, on CUDA, allocated GPU memory."""
-    out: dict[str, float] = {}
-    try:
-        import psutil
-
-        out["rss_mb"] = round(psutil.Process().memory_info().rss / 2**20, 1)
-    except Exception:  # noqa: BLE001 - memory is informative only
-        pass
-    try:
-        import sys
-
-        torch = sys.modules.get("torch")
-        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-            out["gpu_mb"] = round(torch.cuda.memory_allocated() / 2**20, 1)
-    except Exception:  # noqa: BLE001
-        pass
-    return out
-
-
 def _isatty(fd: int) -> bool:
     try:
         return os.isatty(fd)
     except OSError:
         return False
-
-
-def _finite(value: Any) -> bool:
-    return not isinstance(value, (int, float)) or math.isfinite(value)
 
 
 class SafeProgress:
@@ -104,15 +80,21 @@ class SafeProgress:
         return call
 
 
+class RunState:
+    """What the signal handlers, the callbacks and the runner tell each other."""
+
+    def __init__(self):
+        self.in_loop = False  # inside trainer.train(): a stop signal waits for the end of the step
+        self.stop_signal: int | None = None  # signal number, or 0 for a file request
+        self.stop_requested = False  # a `tuneforge stop` file was seen (with or without its SIGTERM)
+        self.nonfinite: str | None = None  # what became NaN/inf, when training stopped on it
+
+
 class Lifecycle:
     def __init__(self, run: rundir.RunDir, recipe, progress, say, resume_from: Path | None = None):
         self.run, self.recipe, self.progress, self.say = run, recipe, progress, say
         self.resume_from = resume_from
-        self.in_loop = False
-        self.stop_signal: int | None = None  # signal number, or 0 for a file request
-        self.stop_requested = False  # a `tuneforge stop` file was seen (with or without its SIGTERM)
-        self.nonfinite: str | None = None
-        self.trainer = None
+        self.state = RunState()
         # Which of stdout/stderr are terminals, asked now: once hung up, isatty() says no.
         self.tty_fds = [fd for fd in (1, 2) if _isatty(fd)]
 
@@ -135,8 +117,8 @@ class Lifecycle:
 
     def _on_stop_signal(self, signum, frame) -> None:
         name = signal.Signals(signum).name
-        if self.in_loop and self.stop_signal is None:
-            self.stop_signal = signum
+        if self.state.in_loop and self.state.stop_signal is None:
+            self.state.stop_signal = signum
             log.warning("received %s: saving a checkpoint after this step, then stopping "
                         "(send it again to stop at once, without a checkpoint)", name)
             self.progress.message(f"{name}: checkpoint after this step, then stop (again: stop at once)")
@@ -188,33 +170,21 @@ class Lifecycle:
         report_to = setup_trackers(getattr(self.recipe, "report_to", []) or [], self.run, self.say)
         return {"report_to": report_to or "none", "run_name": self.run.name, "logging_nan_inf_filter": False}
 
-    def trainer_class(self, base):
-        return checkpoints.atomic_trainer(base)
-
-    def callbacks(self) -> list:
-        return [_guard_callback(self)]
-
-    def attach(self, trainer) -> None:
-        """After the trainer exists: point TensorBoard at the run directory."""
-        from .trackers import attach_tensorboard
-
-        self.trainer = trainer
-        attach_tensorboard(trainer, self.run)
-
     def after_train(self) -> None:
         """After trainer.train() returns: raise if it returned because of a stop or a NaN."""
         latest = checkpoints.latest_checkpoint(self.run.checkpoints)
-        if self.nonfinite:
+        if self.state.nonfinite:
             where = (f"the last checkpoint with finite weights is {latest} (step {checkpoints.step_of(latest)})"
                      if latest else "no checkpoint was saved before it")
             raise NonFiniteLoss(
-                f"training stopped: {self.nonfinite}; {where}",
+                f"training stopped: {self.state.nonfinite}; {where}",
                 f"lower train.learning_rate (now {self.recipe.train.learning_rate:g}) or check the data, then "
                 "train again; the weights after that step were not saved",
             )
-        if self.stop_signal is not None:
-            name = "tuneforge stop" if self.stop_requested else signal.Signals(self.stop_signal).name
-            raise RunStopped(f"stopped by {name}", SIGNAL_EXIT.get(self.stop_signal, 143), latest)
+        if self.state.stop_signal is not None:
+            s = self.state
+            name = "tuneforge stop" if s.stop_requested else signal.Signals(s.stop_signal).name
+            raise RunStopped(f"stopped by {name}", SIGNAL_EXIT.get(s.stop_signal, 143), latest)
 
     def end_fields(self, exc: BaseException) -> dict[str, Any]:
         """Extra status.json fields for a run that ended with an exception."""
@@ -229,71 +199,13 @@ class Lifecycle:
                      f"resume with: tuneforge resume {self.run.path}")
         return fields
 
-    def finish(self) -> None:
-        """At the end, whatever happened (before the final status is written): the loss-curve PNG."""
-        try:
-            from .plot import plot_run
 
-            plot_run(self.run)
-        except Exception as exc:  # noqa: BLE001 - a missing plot never fails a run
-            log.warning("could not draw loss.png: %s", exc)
+def draw_loss_plot(run: rundir.RunDir) -> None:
+    """loss.png from metrics.jsonl, at the end of a run however it ended; a missing plot never
+    fails a run."""
+    try:
+        from .plot import plot_run
 
-
-def _weights_finite(model) -> bool:
-    import torch
-
-    with torch.no_grad():
-        return all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.requires_grad)
-
-
-def _guard_callback(life: Lifecycle):
-    from transformers import TrainerCallback
-
-    class RunGuard(TrainerCallback):
-        """Acts on stop/checkpoint requests and signals after each step; stops on NaN/inf."""
-
-        def on_train_begin(self, args, state, control_, **kw):
-            life.in_loop = True
-
-        def on_train_end(self, args, state, control_, **kw):
-            life.in_loop = False
-
-        def on_step_end(self, args, state, control_, model=None, **kw):
-            if control.take(life.run, control.STOP):
-                life.stop_requested = True
-                if life.stop_signal is None:
-                    life.stop_signal = 0
-                    log.warning("stop requested: saving a checkpoint after step %d, then stopping", state.global_step)
-            if life.stop_signal is not None:
-                control_.should_save = True
-                control_.should_training_stop = True
-            if control.take(life.run, control.CHECKPOINT):
-                log.info("checkpoint requested: saving at step %d", state.global_step)
-                control_.should_save = True
-            self._check_weights(state, control_, model)
-
-        def on_epoch_end(self, args, state, control_, model=None, **kw):
-            self._check_weights(state, control_, model)
-
-        def _check_weights(self, state, control_, model) -> None:
-            if control_.should_save and model is not None and not life.nonfinite and not _weights_finite(model):
-                self._nonfinite(state, control_, f"the weights became NaN/inf at step {state.global_step}")
-
-        def on_log(self, args, state, control_, logs=None, **kw):
-            for key in ("loss", "grad_norm"):
-                value = (logs or {}).get(key)
-                if not _finite(value) and not life.nonfinite:
-                    self._nonfinite(state, control_, f"{key} became {value} at step {state.global_step}")
-
-        def _nonfinite(self, state, control_, what: str) -> None:
-            life.nonfinite = what
-            control_.should_save = False
-            control_.should_training_stop = True
-            log.error("%s: stopping without saving these weights", what)
-
-        def on_save(self, args, state, control_, **kw):
-            latest = checkpoints.latest_checkpoint(life.run.checkpoints)
-            if latest is not None:
-                life.run.update_status(last_checkpoint=str(latest), last_checkpoint_step=checkpoints.step_of(latest))
-
-    return RunGuard()
+        plot_run(run)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("could not draw loss.png: %s", exc)

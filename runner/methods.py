@@ -6,8 +6,8 @@
   that precision anyway (half the memory, no per-step weight casts); adapters stay fp32.
 - qlora: adapters on a base quantized to 4-bit (NF4/FP4) or 8-bit by bitsandbytes (CPU and CUDA).
 
-train.py calls `load_model`, `apply_method`, `optimizer_args` and `make_optimizer`; the recipe's
-cross-field checks live in runner/recipe_methods.py.
+train.py loads the model with model.load_model(**load_options(...)), then calls `apply_method`,
+`optimizer_args` and `make_optimizer`; the recipe's cross-field checks live in runner/recipe_methods.py.
 """
 
 from __future__ import annotations
@@ -43,38 +43,11 @@ def quantization_config(recipe, precision: str):
     )
 
 
-def load_model(resolved, recipe, placement):
-    """Load the base model the way the method needs it (dtype, quantization), with the attention
-    implementation training uses on this device (speed.attention)."""
-    from . import model as model_mod
-    from .speed import attention
-
-    qcfg = quantization_config(recipe, placement.precision)
-    dtype = storage_dtype(recipe, placement.precision)
-    if qcfg is None:
-        model = model_mod.load_model(resolved, dtype, recipe.model.revision, recipe.model.trust_remote_code)
-    else:
-        model = _load_quantized(resolved, recipe, placement, qcfg, dtype)
-    attention(model, recipe, placement.device)
-    return model
-
-
-def _load_quantized(resolved, recipe, placement, qcfg, dtype):
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from . import model as model_mod
-
-    model_mod.quiet_hf()
-    device = placement.device if placement.device != "cuda" else "cuda:0"
-    try:
-        return AutoModelForCausalLM.from_pretrained(
-            resolved.path, quantization_config=qcfg, device_map={"": device},
-            dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(dtype, torch.float32),
-            revision=recipe.model.revision, trust_remote_code=recipe.model.trust_remote_code,
-        )
-    except ImportError as exc:
-        raise TuneforgeError(f"method 'qlora' needs bitsandbytes: {exc}", "pip install bitsandbytes") from None
+def load_options(recipe, placement) -> dict:
+    """model.load_model keywords for the method: storage dtype, quantization, revision, device."""
+    return {"dtype": storage_dtype(recipe, placement.precision), "revision": recipe.model.revision,
+            "trust_remote_code": recipe.model.trust_remote_code,
+            "quantization": quantization_config(recipe, placement.precision), "device": placement.device}
 
 
 def layer_list(model):
@@ -179,11 +152,6 @@ def save_pretrained(model, folder) -> None:
         model._tuneforge_pissa_start = None
     else:
         model.save_pretrained(str(folder))
-
-
-def trainable_summary(model) -> tuple[int, int]:
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, sum(p.numel() for p in model.parameters())
 
 
 def fused_adamw_ok(device: str) -> bool:

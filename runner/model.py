@@ -130,6 +130,7 @@ def quiet_hf() -> None:
     # bitsandbytes warns on every CPU import that an optional hub-downloaded kernel is missing;
     # library deprecation chatter is for developers, not for a training log.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    logging.getLogger("kernels").setLevel(logging.ERROR)  # bitsandbytes' kernel lookup, offline: "Skipping ..."
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*is deprecated.*")
     try:
@@ -201,8 +202,11 @@ def load_tokenizer(resolved: ResolvedModel, revision: str | None = None, trust_r
     return tok
 
 
-def load_model(resolved: ResolvedModel, dtype: str = "fp32", revision: str | None = None, trust_remote_code: bool = False):
-    """Load a causal LM in the given storage dtype (autocast decides compute precision)."""
+def load_model(resolved: ResolvedModel, dtype: str = "fp32", revision: str | None = None, trust_remote_code: bool = False,
+               quantization=None, device: str | None = None):
+    """Load a causal LM in the given storage dtype (autocast decides compute precision): the one
+    loader for training, chat and export. quantization: a BitsAndBytesConfig (methods.py), loaded
+    straight onto `device`."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -210,10 +214,18 @@ def load_model(resolved: ResolvedModel, dtype: str = "fp32", revision: str | Non
     torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
     if resolved.kind == "hub":
         _check_hub_reachable(resolved)
+    extra = {}
+    if quantization is not None:
+        where = device or "cpu"
+        extra = {"quantization_config": quantization, "device_map": {"": "cuda:0" if where == "cuda" else where}}
     try:
         return AutoModelForCausalLM.from_pretrained(
-            resolved.path, dtype=torch_dtype, revision=revision, trust_remote_code=trust_remote_code
+            resolved.path, dtype=torch_dtype, revision=revision, trust_remote_code=trust_remote_code, **extra
         )
+    except ImportError as exc:
+        if quantization is not None:
+            raise ModelError(f"method 'qlora' needs bitsandbytes: {exc}", "pip install bitsandbytes") from None
+        raise
     except Exception as exc:
         if resolved.kind == "hub":
             raise _hub_error(resolved, exc) from None

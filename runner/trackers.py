@@ -1,4 +1,4 @@
-"""Experiment trackers through the HF Trainer's own integrations (`report_to`).
+"""Experiment trackers through the HF Trainer's own integrations (`report_to`, or their callbacks).
 
 tuneforge only decides where things land: TensorBoard event files in runs/<name>/tensorboard,
 wandb files in the run directory (offline when there is no login or no network, so a run on an
@@ -51,7 +51,8 @@ def check_installed(names: list[str]) -> None:
 
 
 def setup_trackers(names: list[str], run: rundir.RunDir, say) -> list[str]:
-    """Check the packages are there and set each tracker's location; returns the report_to list."""
+    """Check the packages are there and set each tracker's location; returns the Trainer's
+    report_to list (TensorBoard comes as a callback instead: callbacks())."""
     check_installed(names)
     if "wandb" in names:
         os.environ.setdefault("WANDB_DIR", str(run.path))
@@ -72,11 +73,16 @@ def setup_trackers(names: list[str], run: rundir.RunDir, say) -> list[str]:
         say(f"mlflow: logging into {run.path / 'mlruns'} (set MLFLOW_TRACKING_URI to use a server)")
     if "tensorboard" in names:
         say(f"tensorboard: event files in {run.path / 'tensorboard'}; view with: tensorboard --logdir {run.path / 'tensorboard'}")
-    return list(names)
+    return [n for n in names if n != "tensorboard"]
 
 
-def attach_tensorboard(trainer, run: rundir.RunDir) -> None:
-    """Point the trainer's TensorBoard callback at runs/<name>/tensorboard (not checkpoints/runs)."""
-    for cb in trainer.callback_handler.callbacks:
-        if type(cb).__name__ == "TensorBoardCallback" and getattr(cb, "tb_writer", None) is None:
-            cb.logging_dir = str(run.path / "tensorboard")
+def callbacks(names: list[str], run: rundir.RunDir) -> list:
+    """Tracker callbacks tuneforge configures itself: TensorBoard writing into
+    runs/<name>/tensorboard (the Trainer's own would write under checkpoints/runs)."""
+    if "tensorboard" not in names:
+        return []
+    from transformers.integrations import TensorBoardCallback
+
+    board = TensorBoardCallback()
+    board.logging_dir = str(run.path / "tensorboard")
+    return [board]

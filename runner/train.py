@@ -2,7 +2,8 @@
 
 Read top to bottom: `train(recipe)` places the run on a device, makes the run directory, loads the
 model and tokenizer, turns data into token ids, wraps the model for the method, runs the trainer
-with a callback that writes metrics.jsonl/status.json, and saves the final weights atomically.
+(trainer.py) with callbacks that write metrics.jsonl/status.json (callbacks.py), and saves the
+final weights atomically.
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from . import device as device_mod
-from . import lifecycle, methods, speed, threads
+from . import cpu_attention, lifecycle, methods, packing, speed, threads, throughput
 from . import model as model_mod
 from . import rundir
-from .errors import TuneforgeError
 from .progress import make_progress
 from .recipe import Recipe, recipe_to_yaml
 
@@ -52,51 +52,6 @@ class _Reporter:
         log.removeHandler(self.handler)
         self.handler.close()
         log.propagate = True  # a later caller in this process (tests, the TUI) sees the logger again
-
-
-def _metrics_callback(run: rundir.RunDir, progress, started: float):
-    from transformers import TrainerCallback
-
-    from .progress import plain_line
-
-    class MetricsCallback(TrainerCallback):
-        """Turns trainer logs into metrics.jsonl lines, status.json updates and progress output."""
-
-        def __init__(self):
-            self.last_tokens, self.last_time, self.first_step = 0, started, 0
-
-        def on_train_begin(self, args, state, control, **kw):
-            self.first_step = state.global_step  # > 0 when resumed: ETA counts this process's steps only
-            run.update_status(total_steps=state.max_steps)
-            progress.start(f"tuneforge · {run.name}", state.max_steps)
-
-        def on_log(self, args, state, control, logs=None, **kw):
-            logs = logs or {}
-            if "train_loss" in logs:  # the trainer's end-of-training summary
-                return
-            now = time.time()
-            tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
-            dt = max(now - self.last_time, 1e-9)
-            elapsed = now - started
-            step, total = state.global_step, state.max_steps
-            rec: dict[str, Any] = {
-                "step": step, "total_steps": total, "epoch": round(state.epoch or 0.0, 4),
-                "loss": logs.get("loss"), "eval_loss": logs.get("eval_loss"),
-                "lr": logs.get("learning_rate"), "grad_norm": logs.get("grad_norm"),
-                "tokens_seen": tokens,
-                "tokens_per_s": round((tokens - self.last_tokens) / dt, 1) if "loss" in logs else None,
-                "elapsed_s": round(elapsed, 2),
-                "eta_s": round(elapsed / (step - self.first_step) * (total - step), 1) if step > self.first_step else None,
-                **lifecycle.memory_mb(),
-            }
-            if "loss" in logs:
-                self.last_tokens, self.last_time = tokens, now
-            run.append_metrics(rec)
-            log.info(plain_line(rec))
-            run.update_status(step=step, total_steps=total)
-            progress.update(rec)
-
-    return MetricsCallback()
 
 
 def _atomic_save(target: Path, save) -> None:
@@ -149,7 +104,7 @@ def train(recipe: Recipe, progress_mode: str = "auto", run_dir: Path | None = No
         state = "stopped" if isinstance(exc, KeyboardInterrupt) else "failed"
         progress.stop()
         log.error("run %s: %s\n%s", state, exc, traceback.format_exc())
-        life.finish()
+        lifecycle.draw_loss_plot(run)
         run.update_status(state=state, ended_at=rundir.now_iso(), error=None if state == "stopped" else str(exc),
                           peak_rss_mb=round(peak_rss_mb(), 1), **life.end_fields(exc))
         raise
@@ -160,10 +115,12 @@ def train(recipe: Recipe, progress_mode: str = "auto", run_dir: Path | None = No
 
 def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Reporter, life: lifecycle.Lifecycle):
     model_mod.quiet_hf()
-    from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
+    from transformers import PrinterCallback, TrainingArguments, set_seed
 
+    from . import callbacks, trackers
     from .data import prepare
     from .data.template import resolve_chat_template
+    from .trainer import trainer_class
 
     started = time.time()
     rep.say(f"run directory: {run.path}")
@@ -172,6 +129,8 @@ def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Rep
     policy = threads.apply(recipe.speed.threads)  # the recipe's override is known only now
     run.update_status(threads=policy.as_status())
     rep.say(policy.describe())
+    rate = throughput.matmul_rate(placement.device, placement.precision)  # for MFU; measured before loading
+    run.update_status(matmul_flops=rate)
     set_seed(recipe.seed)
 
     resolved = model_mod.resolve(recipe.model.name_or_path)
@@ -188,16 +147,17 @@ def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Rep
     n_trained = sum(labelled)
     rep.say(f"data: {len(data.train)} train / {len(data.eval)} eval examples, {n_tokens} tokens ({n_trained} trained)")
 
-    model = methods.load_model(resolved, recipe, placement)  # dtype/quantization per method
+    model = model_mod.load_model(resolved, **methods.load_options(recipe, placement))  # dtype/quantization per method
+    attention = cpu_attention.use(model, recipe.data.max_length, placement.device)
     model.config.use_cache = False
     model = methods.apply_method(model, recipe)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     rep.say(f"method {recipe.method}: {trainable:,} of {total:,} parameters trainable ({trainable / total:.2%})")
 
-    packed = speed.packing_on(recipe, getattr(model.config, "_attn_implementation", None))
+    packed = packing.packing_on(recipe, getattr(model.config, "_attn_implementation", None))
     speed_args, speed_note = speed.plan(recipe, placement, [len(x.input_ids) for x in data.train], labelled, packed)
-    rep.say(speed_note + f"; attention: {speed.describe_attention(model)}")
+    rep.say(speed_note + f"; attention: {attention}")
     t = recipe.train
     per_epoch = math.ceil(len(data.train) / (t.batch_size * t.grad_accum))
     total_steps = t.max_steps or math.ceil(per_epoch * t.epochs)
@@ -224,24 +184,25 @@ def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Rep
         prediction_loss_only=True,  # eval reports its loss only: no eval logits are kept
         **methods.optimizer_args(recipe, placement.device), **speed_args,
     )
-    trainer = life.trainer_class(speed.trainer_class(recipe))(
-        model=model, args=args,
+    recorder = callbacks.RunRecorder(run, progress, started, throughput.flops_per_token(model), rate)
+    trainer = trainer_class()(
+        model=model, args=args, length_grouped=recipe.speed.group_by_length,
         train_dataset=_to_dataset(data.train), eval_dataset=_to_dataset(data.eval) if has_eval else None,
-        data_collator=speed.collator(tok, packed), optimizers=(methods.make_optimizer(model, recipe, args), None),
-        callbacks=[_metrics_callback(run, progress, started), *life.callbacks()],
+        data_collator=packing.collator(tok, packed), optimizers=(methods.make_optimizer(model, recipe, args), None),
+        callbacks=[recorder, callbacks.ControlRequests(run, life.state), callbacks.NonFiniteStop(life.state),
+                   callbacks.EvaluateLastStep(), callbacks.LossPlot(run),
+                   *trackers.callbacks(getattr(recipe, "report_to", []) or [], run)],
     )
     trainer.remove_callback(PrinterCallback)
-    life.attach(trainer)
     result = trainer.train(resume_from_checkpoint=str(life.resume_from) if life.resume_from else None)
     life.after_train()
+    if has_eval and recorder.last_eval_loss is None:  # e.g. resumed from the last step's checkpoint
+        trainer.evaluate()
     progress.stop()
 
     final: dict[str, Any] = {"train_loss": round(result.training_loss, 5)}
     if has_eval:
-        final["eval_loss"] = round(trainer.evaluate()["eval_loss"], 5)
-        run.append_metrics({"step": trainer.state.global_step, "total_steps": trainer.state.max_steps,
-                            "epoch": round(trainer.state.epoch or 0, 4), "eval_loss": final["eval_loss"],
-                            "elapsed_s": round(time.time() - started, 2)})
+        final["eval_loss"] = round(recorder.last_eval_loss, 5)
     target = run.adapter if methods.final_weights_kind(recipe) == "adapter" else run.model
 
     def save(folder: Path) -> None:
@@ -250,14 +211,16 @@ def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Rep
 
     _atomic_save(target, save)
     elapsed = time.time() - started
-    tokens = int(trainer.state.num_input_tokens_seen or 0)
-    final.update(elapsed_s=round(elapsed, 1), tokens_seen=tokens,
-                 train_tokens_per_s=round(tokens / max(result.metrics.get("train_runtime", elapsed), 1e-9), 1),
+    recorder.tokens_seen = int(trainer.state.num_input_tokens_seen or 0)
+    speed_now = recorder.speed()
+    final.update(elapsed_s=round(elapsed, 1), tokens_seen=recorder.tokens_seen, **speed_now,
                  peak_rss_mb=round(peak_rss_mb(), 1))
-    life.finish()  # loss.png before 'finished', so watchers find every file in place
     run.update_status(state="finished", ended_at=rundir.now_iso(), step=trainer.state.global_step,
                       final_metrics=final, weights=str(target))
-    rep.say(f"finished in {elapsed:.0f}s: train loss {final['train_loss']}"
+    mfu = f", MFU {speed_now['mfu']:.1%}" if speed_now["mfu"] is not None else ""
+    rep.say(f"finished in {elapsed:.0f}s at {speed_now['tokens_per_s'] or 0:.1f} tokens/s "
+            f"({recorder.clock.tokens(recorder.tokens_seen)} tokens in {speed_now['train_s']:.1f}s of training{mfu}): "
+            f"train loss {final['train_loss']}"
             + (f", eval loss {final['eval_loss']}" if has_eval else "") + f"; weights in {target}")
     # Hand back the bare model: accelerate wraps forward() in autocast during mixed-precision training.
     return trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False), tok

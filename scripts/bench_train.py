@@ -10,7 +10,7 @@ its own subprocess (so peak RSS is its own), and the configurations run interlea
   (a) tuneforge  -- `train()` with the recipe defaults (method lora, precision auto, length-grouped
                    batches, checkpointing only if memory needs it)
   (b) baseline   -- transformers Trainer + peft like LLaMA-Factory's defaults: fp32 weights with bf16
-                   autocast, gradient checkpointing on, random batches padded to their longest row,
+                   autocast where the CPU has native bf16 (else fp32), gradient checkpointing on, random batches padded to their longest row,
                    LoRA rank 8 / alpha 16 / dropout 0 on all linear layers, lr 1e-4, warmup 0.1
   (q) qlora      -- tuneforge method qlora (4-bit NF4 base) with gradient checkpointing, same batch
                    (the memory-saving configuration)
@@ -86,18 +86,18 @@ def _timed_train(trainer, counter: Counter) -> tuple[float, float]:
 def child_tuneforge(args, work: Path, kind: str) -> dict:
     import transformers
 
-    from tuneforge.runner import speed
+    from tuneforge.runner import packing
     from tuneforge.runner.recipe import recipe_from_dict
     from tuneforge.runner.train import train
 
     counter_box: dict = {}
-    make = speed.collator
+    make = packing.collator
 
     def counting_collator(tok, packed):
         counter_box["c"] = Counter(make(tok, packed))
         return counter_box["c"]
 
-    speed.collator = counting_collator
+    packing.collator = counting_collator
     timing: dict = {}
     orig = transformers.Trainer.train
 
@@ -144,6 +144,7 @@ def child_baseline(args, work: Path) -> dict:
 
     from tuneforge.runner import model as model_mod
     from tuneforge.runner.data import prepare
+    from tuneforge.runner.device import cpu_supports_bf16
     from tuneforge.runner.data.template import resolve_chat_template
     from tuneforge.runner.recipe import recipe_from_dict
     from tuneforge.runner.train import _to_dataset
@@ -156,6 +157,7 @@ def child_baseline(args, work: Path) -> dict:
     template, _ = resolve_chat_template(tok, "auto")
     tok.chat_template = template
     data = prepare(recipe.data, tok, template, 42)
+    bf16 = cpu_supports_bf16()  # emulated bf16 would make the baseline absurdly slow: fp32 there
     model = AutoModelForCausalLM.from_pretrained(resolved.path, dtype=torch.float32)  # fp32 weights
     model.config.use_cache = False
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
@@ -165,7 +167,7 @@ def child_baseline(args, work: Path) -> dict:
     targs = TrainingArguments(
         output_dir=str(work / "baseline-out"), per_device_train_batch_size=args.batch_size,
         per_device_eval_batch_size=args.batch_size, num_train_epochs=args.epochs, learning_rate=1e-4,
-        lr_scheduler_type="cosine", warmup_steps=0.1, bf16=True, use_cpu=True, logging_steps=10,
+        lr_scheduler_type="cosine", warmup_steps=0.1, bf16=bf16, use_cpu=True, logging_steps=10,
         save_strategy="no", eval_strategy="no", report_to="none", disable_tqdm=True, seed=42,
         remove_unused_columns=False, optim="adamw_torch", train_sampling_strategy="random",
     )
@@ -176,16 +178,18 @@ def child_baseline(args, work: Path) -> dict:
     eval_loss = trainer.evaluate()["eval_loss"]
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return {"train_s": seconds, "computed": counter.computed, "real": counter.real, "train_loss": round(train_loss, 5),
-            "eval_loss": round(eval_loss, 5), "trainable": trainable, "precision": "fp32 weights + bf16 autocast"}
+            "eval_loss": round(eval_loss, 5), "trainable": trainable,
+            "precision": "fp32 weights + bf16 autocast" if bf16 else "fp32"}
 
 
-def peak_matmul_flops(seconds: float = 3.0) -> float:
-    """This machine's measured bf16 matmul rate: the best of a few square sizes."""
+def peak_matmul_flops(dtype: str, seconds: float = 3.0) -> float:
+    """This machine's measured matmul rate in dtype ("bf16" or "fp32"): the best of a few sizes."""
     import torch
 
+    dt = torch.bfloat16 if dtype == "bf16" else torch.float32
     best = 0.0
     for n in (1024, 2048, 4096):
-        a, b = torch.randn(n, n, dtype=torch.bfloat16), torch.randn(n, n, dtype=torch.bfloat16)
+        a, b = torch.randn(n, n, dtype=dt), torch.randn(n, n, dtype=dt)
         a @ b
         reps, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds / 3:
@@ -218,8 +222,8 @@ LABELS = {"tuneforge": "(a) tuneforge defaults: LoRA r16", "baseline": "(b) LLaM
 
 def table(results: dict[str, list[dict]], peak: float, args) -> str:
     base = statistics.median(r["real"] / r["train_s"] for r in results["baseline"])
-    rows = ["| configuration | real tokens/s | vs baseline | padding | peak RSS | train loss | eval loss | MFU |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| configuration | precision | real tokens/s | vs baseline | padding | peak RSS | train loss | eval loss | MFU |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     lora_rss = statistics.median(r["peak_rss_mb"] for r in results["tuneforge"])
     for kind in ("tuneforge", "baseline", "qlora"):
         rs = results.get(kind)
@@ -232,7 +236,7 @@ def table(results: dict[str, list[dict]], peak: float, args) -> str:
         n_params = rs[0]["params"]
         mfu = tps * (4 * n_params + 2 * rs[0]["trainable"]) / peak
         rss_note = f" ({rss / lora_rss:.0%} of LoRA)" if kind == "qlora" else ""
-        rows.append(f"| {LABELS[kind]} | {tps:.0f} | {tps / base:.2f}x | {pad:.1%} | {rss:.0f} MB{rss_note} | "
+        rows.append(f"| {LABELS[kind]} | {rs[0].get('precision')} | {tps:.0f} | {tps / base:.2f}x | {pad:.1%} | {rss:.0f} MB{rss_note} | "
                     f"{statistics.median(r['train_loss'] for r in rs):.4f} | "
                     f"{statistics.median(r['eval_loss'] for r in rs):.4f} | {mfu:.1%} |")
     return "\n".join(rows)
@@ -266,8 +270,11 @@ def main() -> None:
         print("RESULT " + json.dumps(out), flush=True)
         return
 
-    peak = peak_matmul_flops()
-    print(f"measured peak bf16 matmul rate: {peak / 1e12:.2f} TFLOP/s", flush=True)
+    from tuneforge.runner.device import cpu_supports_bf16
+
+    dtype = "bf16" if cpu_supports_bf16() else "fp32"  # the precision both sides compute in
+    peak = peak_matmul_flops(dtype)
+    print(f"measured peak {dtype} matmul rate: {peak / 1e12:.2f} TFLOP/s", flush=True)
     results: dict[str, list[dict]] = {"tuneforge": [], "baseline": [], "qlora": []}
     with tempfile.TemporaryDirectory(prefix="tf-bench-") as tmp:
         work = Path(tmp)
@@ -281,17 +288,20 @@ def main() -> None:
     cmd = "python scripts/bench_train.py " + " ".join(sys.argv[1:])
     print(text)
     if args.write:
-        write_section(Path(args.write), text, cmd, peak, args)
+        write_section(Path(args.write), text, cmd, peak, args, dtype)
 
 
-def write_section(path: Path, text: str, cmd: str, peak: float, args) -> None:
+def write_section(path: Path, text: str, cmd: str, peak: float, args, dtype: str = "bf16") -> None:
     import platform
 
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), platform.machine())
+    import torch
+
+    threads = torch.get_num_threads()
     body = f"""## Training throughput
 
-Embedded SmolLM2-135M-Instruct on {os.cpu_count()} cores of a {cpu} (shared with other jobs), measured
-peak bf16 matmul rate {peak / 1e12:.2f} TFLOP/s. Data: the first {args.identity} rows of identity.json (placeholders filled) + the first
+Embedded SmolLM2-135M-Instruct on {os.cpu_count()} cores of a {cpu} ({"native bf16" if dtype == "bf16" else "fp32 only, no native bf16"};
+shared with other jobs), {threads} torch threads, measured peak {dtype} matmul rate {peak / 1e12:.2f} TFLOP/s. Data: the first {args.identity} rows of identity.json (placeholders filled) + the first
 {args.examples} rows of alpaca_en_demo, cut-off {args.max_length}, {args.epochs:g} epoch, batch {args.batch_size};
 eval loss on the last {args.eval} alpaca rows. Both sides train on identical token ids and masks.
 
@@ -304,7 +314,7 @@ eval loss on the last {args.eval} alpaca rows. Both sides train on identical tok
 - Peak RSS per configuration, each in its own process (ru_maxrss, includes the model-loading peak).
 - Runs are interleaved (a, b, q; with --repeats N then b, a, ...) and medians reported: the machine
   is shared, so absolute rates move with other load. The run above is {args.repeats} round(s).
-- Baseline (b): fp32 weights + bf16 autocast, gradient checkpointing on, random batches padded to
+- Baseline (b): fp32 weights + bf16 autocast (fp32 on a CPU without native bf16), gradient checkpointing on, random batches padded to
   the longest row, LoRA r8/alpha16/dropout 0, lr 1e-4, warmup 0.1 (LLaMA-Factory's defaults).
   tuneforge (a): recipe defaults -- LoRA r16/alpha32/dropout 0, lr 2e-4, warmup 0.03, frozen base
   stored in bf16, length-grouped and padding-free (packed) batches, logits only at labelled

@@ -34,7 +34,6 @@ SERVICE_ONLY = {"runner.launcher", "runner.control", "runner.watch", "runner.run
 # Remove an entry when its circle is gone; never add one.
 KNOWN_CIRCLES = {
     frozenset({"runner.data", "runner.data.cache"}),
-    frozenset({"runner.estimate", "runner.methods", "runner.speed"}),
 }
 
 

@@ -8,11 +8,11 @@ import math
 
 import pytest
 
-from tuneforge.runner import methods
+from tuneforge.runner import cpu_attention, methods
 from tuneforge.runner.device import Placement
 from tuneforge.runner.errors import RecipeError, TuneforgeError
 from tuneforge.runner.recipe import load_recipe, recipe_from_dict
-from tuneforge.runner.model import ResolvedModel
+from tuneforge.runner.model import ResolvedModel, load_model
 
 BASE = {"data": {"train": [{"path": "train.jsonl"}]}, "device": "cpu"}
 CPU_FP32 = Placement("cpu", "fp32", "test")
@@ -69,7 +69,8 @@ def _recipe(tiny, **extra):
 
 def _loaded(tiny, placement=CPU_FP32, **extra):
     rec = _recipe(tiny, **extra)
-    model = methods.load_model(ResolvedModel(str(tiny), str(tiny), "local"), rec, placement)
+    model = load_model(ResolvedModel(str(tiny), str(tiny), "local"), **methods.load_options(rec, placement))
+    cpu_attention.use(model, rec.data.max_length, placement.device)
     return rec, methods.apply_method(model, rec)
 
 

@@ -60,17 +60,40 @@ def test_train_writes_every_run_directory_file(tiny_run):
     for key in ("pid", "host", "started_at", "ended_at", "device", "precision", "final_metrics"):
         assert status[key] not in (None, ""), key
     assert status["error"] is None
-    assert {"train_loss", "eval_loss", "tokens_seen", "peak_rss_mb"} <= set(status["final_metrics"])
+    assert {"train_loss", "eval_loss", "tokens_seen", "train_s", "tokens_per_s", "mfu", "peak_rss_mb"} <= set(status["final_metrics"])
 
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     train_recs = [r for r in records if r.get("loss") is not None]
     assert [r["step"] for r in train_recs] == [1, 2, 4, 6, 8, 10, 12]
     for r in train_recs:
         assert set(r) >= {"step", "total_steps", "epoch", "loss", "lr", "grad_norm", "tokens_seen",
-                          "tokens_per_s", "elapsed_s", "eta_s"}
+                          "tokens_per_s", "train_s", "elapsed_s", "eta_s"}
         assert r["total_steps"] == 12 and r["tokens_per_s"] > 0
     assert [r["tokens_seen"] for r in train_recs] == sorted(r["tokens_seen"] for r in train_recs)
     assert any(r.get("eval_loss") is not None for r in records)
+
+
+def test_speed_figures_mean_one_thing(tiny_run):
+    """tokens_per_s has one definition (training tokens / seconds in training steps, docs/runs.md):
+    the summary line, status.json and the last metrics record agree, and MFU is a fraction."""
+    import math
+    import re
+
+    tmp, out = tiny_run
+    status = json.loads((tmp / "runs/tiny/status.json").read_text())
+    fm = status["final_metrics"]
+    summary = re.search(r"finished in \d+s at ([\d.]+) tokens/s \((\d+) tokens in ([\d.]+)s of training, MFU ([\d.]+)%\)",
+                        out.stdout)
+    assert summary, out.stdout[-1500:]
+    said = float(summary.group(1))
+    assert 0 < fm["train_s"] < fm["elapsed_s"]  # evaluation, loading and saving are not training time
+    assert math.isclose(said, fm["tokens_seen"] / fm["train_s"], rel_tol=1e-3)
+    assert said == fm["tokens_per_s"] and int(summary.group(2)) == fm["tokens_seen"]
+    last = [json.loads(ln) for ln in (tmp / "runs/tiny/metrics.jsonl").read_text().splitlines()
+            if json.loads(ln).get("loss") is not None][-1]
+    assert last["tokens_per_s"] == fm["tokens_per_s"] and last["train_s"] == fm["train_s"]
+    assert status["matmul_flops"] > 0 and 0 < fm["mfu"] <= 1
+    assert math.isclose(float(summary.group(4)) / 100, fm["mfu"], abs_tol=1e-3)
 
 
 def test_logged_loss_falls(tiny_run):
