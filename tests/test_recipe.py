@@ -13,6 +13,14 @@ from tuneforge.runner.recipe import Recipe, load_recipe, parse_override, recipe_
 BASE = {"data": {"train": [{"path": "train.jsonl"}]}}
 
 
+def recipe_file(tmp_path, data, name="r.yaml"):
+    """A recipe file beside a real one-row train.jsonl (recipe files must name existing data)."""
+    (tmp_path / "train.jsonl").write_text(json.dumps({"instruction": "Q", "output": "A"}) + "\n")
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
 def errors_of(data, overrides=()):
     with pytest.raises(RecipeError) as exc:
         recipe_from_dict(data, list(overrides))
@@ -64,8 +72,7 @@ def test_override_values_are_yaml_typed(text, key, value):
 
 
 def test_overrides_apply_after_the_file_and_are_validated(tmp_path):
-    path = tmp_path / "r.yaml"
-    path.write_text(yaml.safe_dump({**BASE, "train": {"batch_size": 8}}))
+    path = recipe_file(tmp_path, {**BASE, "train": {"batch_size": 8}})
     rec = load_recipe(path, ["train.batch_size=2", "data.train.0.max_samples=10", "lora.r=4"])
     assert (rec.train.batch_size, rec.data.train[0].max_samples, rec.lora.r) == (2, 10, 4)
     with pytest.raises(RecipeError) as exc:
@@ -79,16 +86,14 @@ def test_overrides_apply_after_the_file_and_are_validated(tmp_path):
 
 def test_relative_paths_resolve_against_the_recipe_folder(tmp_path):
     (tmp_path / "sub").mkdir()
-    path = tmp_path / "sub" / "r.yaml"
-    path.write_text(yaml.safe_dump(BASE))
+    path = recipe_file(tmp_path / "sub", BASE)
     rec = load_recipe(path)
     assert rec.data.train[0].path == str(tmp_path / "sub" / "train.jsonl")
     assert rec.model.name_or_path == "smollm2-135m"  # aliases and hub ids stay as written
 
 
 def test_resolved_recipe_round_trips(tmp_path):
-    path = tmp_path / "r.yaml"
-    path.write_text(yaml.safe_dump({**BASE, "name": "x", "train": {"epochs": 2, "scheduler": "linear"}}))
+    path = recipe_file(tmp_path, {**BASE, "name": "x", "train": {"epochs": 2, "scheduler": "linear"}})
     rec = load_recipe(path, ["lora.r=8"])
     saved = tmp_path / "saved.yaml"
     saved.write_text(recipe_to_yaml(rec))
@@ -119,8 +124,7 @@ def test_yaml_is_never_executed(tmp_path):
 
 
 def test_validate_cli_exit_codes_and_output(tmp_path, run_cli):
-    path = tmp_path / "r.yaml"
-    path.write_text(yaml.safe_dump(BASE))
+    path = recipe_file(tmp_path, BASE)
     ok = run_cli("validate", str(path), "train.batch_size=3")
     assert ok.returncode == 0, ok.stderr
     assert yaml.safe_load(ok.stdout)["train"]["batch_size"] == 3
