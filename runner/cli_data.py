@@ -60,14 +60,9 @@ def _target(dataset: str, model: str | None, template: str | None, max_length: i
 
 
 def _tokenizer(t: Target):
-    from . import model as model_mod
-    from .data.template import resolve_chat_template
+    from .data import tokenizer_for
 
-    model_mod.quiet_hf()
-    resolved = model_mod.resolve(t.model)
-    tok = model_mod.load_tokenizer(resolved, t.revision, t.trust_remote_code)
-    template, name = resolve_chat_template(tok, t.template)
-    return tok, template, name
+    return tokenizer_for(t.model, t.template, t.revision, t.trust_remote_code)
 
 
 def _run(fn) -> None:
@@ -132,24 +127,20 @@ def preview(
     """Show rows as the model sees them, trained tokens highlighted ([[...]] when not a terminal)."""
 
     def go() -> None:
-        from .data import DataReport, load_examples
-        from .data.template import ChatTokenizer, Dropped
+        from .data import tokenize_for
+        from .data.template import Dropped
 
         t = _target(dataset, model, template, max_length, registry, fmt)
         tok, tpl, tpl_name = _tokenizer(t)
         console = _console()
         markers = plain or not console.is_terminal
-        report = DataReport()
-        examples = []
-        for spec in t.data.train:
-            spec = spec.model_copy(update={"max_samples": min(spec.max_samples or n, n)})
-            examples += load_examples(spec, report)
-            if report.rows >= n:
-                break
-        chat = ChatTokenizer(tok, tpl, t.data.max_length, t.data.train_on_prompt, t.data.last_turn_only, t.data.truncation)
+        first = [s.model_copy(update={"max_samples": min(s.max_samples or n, n)}) for s in t.data.train]
+        data = t.data.model_copy(update={"train": first, "eval": [], "eval_split": 0.0, "shuffle": False, "max_samples": n})
+        prep = tokenize_for(data, tok, tpl, t.seed, stage=None, sample=n)
+        report = prep.report
         legend = "[[...]] = trained" if markers else "[bold green]green[/] = trained, [dim]dim[/] = not trained"
         console.print(f"template: {tpl_name} · model: {t.model} · {legend}", markup=not markers, soft_wrap=True)
-        for ex, res in zip(examples, chat.encode_many(examples)):
+        for ex, res in prep.outcomes:
             if isinstance(res, Dropped):
                 console.rule(f"{ex.source}: dropped (longer than max_length {t.data.max_length})")
                 continue
@@ -164,9 +155,11 @@ def preview(
             if res.rejected_ids is not None:
                 console.print("rejected:", style="bold")
                 _show(console, tok, res.rejected_ids, res.rejected_labels, markers)
+        inline = {ex.source for ex, res in prep.outcomes if isinstance(res, Exception)}
         for reason, total in report.bad_totals.items():
             for where, detail in report.bad[reason]:
-                console.rule(f"{where}: bad row — {reason}" + (f" ({detail})" if detail else ""))
+                if where not in inline:
+                    console.rule(f"{where}: bad row — {reason}" + (f" ({detail})" if detail else ""))
 
     _run(go)
 
@@ -176,11 +169,11 @@ def preview(
 
 
 def _prepare(t: Target):
-    from .data import prepare
+    from .data import tokenize_for
 
     tok, tpl, tpl_name = _tokenizer(t)
     data = t.data.model_copy(update={"on_bad_rows": "skip"})
-    return tok, tpl_name, prepare(data, tok, tpl, t.seed, stage=t.stage)
+    return tok, tpl_name, tokenize_for(data, tok, tpl, t.seed, stage=t.stage)
 
 
 @data_app.command()

@@ -161,7 +161,7 @@ def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Rep
     model_mod.quiet_hf()
     from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
 
-    from .data import prepare
+    from .data import tokenize_for
     from .data.template import resolve_chat_template
 
     started = time.time()
@@ -176,7 +176,7 @@ def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Rep
     tok.chat_template = template  # saved with the weights: chat and export use exactly this one
     rep.say(f"model {resolved.source} ({resolved.kind}: {resolved.path}); chat template: {template_name}")
 
-    data = prepare(recipe.data, tok, template, recipe.seed)
+    data = tokenize_for(recipe.data, tok, template, recipe.seed, recipe.stage)
     rundir.write_json_atomic(run.data_report, data.report.to_dict())
     rep.say("data: " + data.report.summary())
     n_tokens = sum(len(t.input_ids) for t in data.train)

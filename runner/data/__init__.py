@@ -22,7 +22,7 @@ from .sources import file_source, open_source
 from .template import ChatTokenizer, Dropped, Tokenized
 
 __all__ = ["DataReport", "Example", "Prepared", "Tokenized", "apply_policy", "chat_tokenizer", "load_examples", "mix",
-           "prepare", "read_rows", "tokenize", "tokenize_for"]
+           "prepare", "read_rows", "tokenize", "tokenize_for", "tokenizer_for"]
 
 log = logging.getLogger("tuneforge")
 STAGE_KINDS = {"sft": {"conversation", "text"}, "pt": {"text"}, "dpo": {"preference"}, "kto": {"feedback"},
@@ -175,6 +175,18 @@ def apply_policy(report: DataReport, data_spec) -> list[str]:
         log.warning(msg)
         return [msg]
     return []
+
+
+def tokenizer_for(model: str, chat_template: str = "auto", revision: str | None = None,
+                  trust_remote_code: bool = False):
+    """(tokenizer, template text, template name) for a model name and the recipe's chat_template."""
+    from .. import model as model_mod
+    from .template import resolve_chat_template
+
+    model_mod.quiet_hf()
+    tok = model_mod.load_tokenizer(model_mod.resolve(model), revision, trust_remote_code)
+    template, name = resolve_chat_template(tok, chat_template)
+    return (tok, template, name)
 
 
 def tokenize_for(data_spec, tokenizer, template: str, seed: int = 42, stage: str | None = "sft",

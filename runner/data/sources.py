@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..errors import DataError
-from ..recipe_io import DATA_FILE_TYPES as FILE_TYPES, data_files, data_path_problem
+from ..recipe_io import data_files, data_path_problem
 
 
 
