@@ -10,6 +10,7 @@ overrides and error lines live in runner/recipe_io.py.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Literal, Union
 
@@ -364,9 +365,9 @@ def recipe_from_dict(data: dict, overrides: list[str] | None = None, base_dir: P
     if not isinstance(data, dict):
         raise RecipeError([f"a recipe is a mapping of keys, not a {type(data).__name__}"], source)
     overrides = overrides or []
-    data = recipe_io.apply_overrides(data, overrides)
     base = base_dir or Path.cwd()
     try:
+        data = recipe_io.apply_overrides(copy.deepcopy(data), overrides)  # the caller's dict stays as it was
         recipe = Recipe.model_validate(data, context={"base_dir": base} if check_files else None)
     except ValidationError as err:
         done = {".".join(recipe_io.parse_override(o)[0]) for o in overrides}

@@ -237,24 +237,27 @@ def known_keys(root: type[BaseModel]) -> list[tuple[str, str, type[BaseModel]]]:
     return out
 
 
-def did_you_mean(root: type[BaseModel], key: str, parent: type[BaseModel] | None) -> str | None:
-    """The known key closest to `key`: its bare name when it belongs where `key` was written,
-    else its dotted path from the top (a key under the wrong section finds its own)."""
+def did_you_mean(root: type[BaseModel], key: str, where: tuple = ()) -> str | None:
+    """The dotted path of the known key closest to `key`, written at location `where`: a key of the
+    same section keeps that location (`data.train.0.path`), one elsewhere in the schema gets its
+    own path (`train.learning_rate` for a top-level `learnig_rate`, `data.train[].format`)."""
+    parent = model_at(root, where)
+    here = "".join(f"{p}." for p in where)
     norm = key.lower().replace("-", "_")
     keys = known_keys(root)
     if norm in ALIASES:
         target = ALIASES[norm]
         local = next((n for n, p, m in keys if p == target and m is parent), None)
-        return local or target
+        return here + local if local else target
     best, score = None, 0.0
     for name, path, model in keys:
         s = difflib.SequenceMatcher(None, norm, name).ratio() + (0.05 if model is parent else 0.0)
-        if s > score or (s == score and best is not None and path.count(".") < best[1].count(".")):
+        if s > score:
             best, score = (name, path, model), s
     if best is None or score < 0.6:
         return None
     name, path, model = best
-    return name if model is parent else path
+    return here + name if model is parent else path
 
 
 def _short(value: Any) -> str:
@@ -269,10 +272,11 @@ def format_errors(err: ValidationError, root: type[BaseModel], overridden: set[s
     for e in err.errors():
         loc = tuple(e["loc"])
         path = ".".join(str(p) for p in loc) or "(top level)"
-        origin = " (from the command line)" if any(path == o or path.startswith(o + ".") for o in overridden) else ""
+        origin = " (from the command line)" if any(path == o or path.startswith(o + ".") or o.startswith(path + ".")
+                                                   for o in overridden) else ""
         if e["type"] == "extra_forbidden":
             parent = model_at(root, loc[:-1])
-            guess = did_you_mean(root, str(loc[-1]), parent)
+            guess = did_you_mean(root, str(loc[-1]), loc[:-1])
             known = list(parent.model_fields) if parent else []
             hint = f"; did you mean '{guess}'?" if guess else (f" (known keys: {', '.join(known)})" if known else "")
             lines.append(f"{path}: unknown key{origin}{hint}")
