@@ -109,7 +109,7 @@ def _read_csv(p: Path) -> Iterator[tuple[str, Any]]:
                                 "quote fields that contain commas (\"like, this\"), or fix that row")
             yield f"row {n}", row
     except csv.Error as exc:
-        raise DataError(f"{p.name} row {n + 1} (line {reader.line_num}) is not valid CSV: {exc}", "fix that row") from None
+        raise DataError(f"{p.name} row {n + 1} is not valid CSV: {exc}", "fix that row") from None
 
 
 def _read_parquet(p: Path) -> Iterator[tuple[str, Any]]:
