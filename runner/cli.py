@@ -37,11 +37,13 @@ def _fail(exc: BaseException) -> None:
     """Print an error the tuneforge way and exit; tracebacks only with --debug."""
     from rich.console import Console
 
+    from rich.markup import escape
+
     err = Console(stderr=True, highlight=False, soft_wrap=True)
-    if isinstance(exc, TuneforgeError):
-        err.print(f"[bold red]error:[/] {exc.message}", markup=True)
+    if isinstance(exc, TuneforgeError):  # messages quote user text: '[...]' in it is not markup
+        err.print(f"[bold red]error:[/] {escape(exc.message)}", markup=True)
         if exc.fix:
-            err.print(f"[bold]fix:[/] {exc.fix}", markup=True)
+            err.print(f"[bold]fix:[/] {escape(exc.fix)}", markup=True)
         code = exc.exit_code
     else:
         err.print(f"[bold red]tuneforge failed:[/] {type(exc).__name__}: {exc}", markup=True)

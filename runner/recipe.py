@@ -124,6 +124,8 @@ class DatasetSpec(StrictModel):
     @field_validator("path")
     @classmethod
     def _data_exists(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("is empty: give a data file, a folder or hf:owner/name")
         return v if v is None or v.startswith("hf:") else file_problem(v, info, data_check)
 
     @field_validator("registry")
@@ -371,7 +373,7 @@ def recipe_from_dict(data: dict, overrides: list[str] | None = None, base_dir: P
         recipe = Recipe.model_validate(data, context={"base_dir": base} if check_files else None)
     except ValidationError as err:
         done = {".".join(recipe_io.parse_override(o)[0]) for o in overrides}
-        raise RecipeError(recipe_io.format_errors(err, Recipe, done), source) from None
+        raise RecipeError(recipe_io.merge_alternatives(recipe_io.format_errors(err, Recipe, done)), source) from None
     except RecursionError:
         raise RecipeError(["the recipe is nested too deeply"], source) from None
     return resolve_paths(recipe, base)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import difflib
 import os
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError, ValidationInfo
@@ -219,6 +220,37 @@ def model_at(root: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     return cls
 
 
+def clean_loc(root: type[BaseModel], loc: tuple) -> tuple:
+    """The location without pydantic's union-member tags (`lora.target_modules.list[str]` is
+    `lora.target_modules`): a text part under a field whose type is a union of plain types."""
+    out, cls, ann = [], root, None
+    for part in loc:
+        if isinstance(part, str) and cls is not None and part in cls.model_fields:
+            ann = cls.model_fields[part].annotation
+            cls = inner_model(ann)
+        elif isinstance(part, str) and get_origin(ann) in (Union, UnionType) and cls is None:
+            continue  # a tag naming which member of the union failed
+        else:
+            ann = None if not isinstance(part, int) else ann
+        out.append(part)
+    return tuple(out)
+
+
+def merge_alternatives(lines: list[str]) -> list[str]:
+    """'p: Input should be A (got x)' + 'p: Input should be B (got x)' -> 'p: Input should be A or B (got x)'."""
+    out: list[str] = []
+    for line in lines:
+        head, _, rest = line.partition(": ")
+        if out and out[-1].startswith(head + ": ") and rest.startswith("Input should be "):
+            prev = out[-1]
+            got = rest[rest.rfind(" (got "):] if " (got " in rest else ""
+            if prev.endswith(got):
+                out[-1] = prev[: len(prev) - len(got)] + " or " + rest[len("Input should be "):]
+                continue
+        out.append(line)
+    return out
+
+
 def known_keys(root: type[BaseModel]) -> list[tuple[str, str, type[BaseModel]]]:
     """Every (key, dotted path, owning model) in the schema; list items are written `[]`."""
     out, todo, seen = [], [("", root)], set()
@@ -270,7 +302,7 @@ def format_errors(err: ValidationError, root: type[BaseModel], overridden: set[s
     `overridden`: dotted keys set on the command line, so their lines say so."""
     lines = []
     for e in err.errors():
-        loc = tuple(e["loc"])
+        loc = clean_loc(root, tuple(e["loc"]))
         path = ".".join(str(p) for p in loc) or "(top level)"
         origin = " (from the command line)" if any(path == o or path.startswith(o + ".") or o.startswith(path + ".")
                                                    for o in overridden) else ""

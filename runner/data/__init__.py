@@ -155,7 +155,9 @@ def _check_kinds(examples: list[Example], stage: str | None) -> str:
     allowed = set(kinds) if stage is None else STAGE_KINDS.get(stage, {"conversation", "text"})
     wrong = [k for k in kinds if k not in allowed]
     if wrong:
-        raise DataError(f"stage '{stage}' trains on {' or '.join(sorted(allowed))} rows, but the data holds {', '.join(wrong)} rows",
+        first = next(ex.source for ex in examples if ex.kind in wrong)
+        raise DataError(f"stage '{stage}' trains on {' or '.join(sorted(allowed))} rows, but the data holds "
+                        f"{', '.join(wrong)} rows (the first: {first})",
                         "use data made for this stage, or set kind: in the dataset entry (e.g. kind: conversation)")
     return "conversation" if "conversation" in kinds else (kinds[0] if kinds else "conversation")
 
