@@ -38,24 +38,28 @@ class Target:
 
 def _target(dataset: str, model: str | None, template: str | None, max_length: int | None,
             registry: str | None = None, fmt: str = "auto") -> Target:
-    from .errors import DataError
+    from pydantic import ValidationError
+
+    from .errors import DataError, RecipeError
     from .recipe import DataSpec, DatasetSpec, load_recipe
+    from .recipe_io import format_errors
 
     p = Path(dataset)
     if p.suffix in {".yaml", ".yml"} and not registry:
         rec = load_recipe(p, [f"data.max_length={max_length}"] if max_length else [])
         return Target(rec.data, model or rec.model.name_or_path, template or rec.model.chat_template, rec.seed,
                       rec.stage, rec.train.batch_size, rec.model.revision, rec.model.trust_remote_code)
-    if registry:
-        spec = DatasetSpec(dataset=dataset, registry=str(Path(registry).resolve()), format=fmt)
-    elif dataset.startswith("hf:"):
-        spec = DatasetSpec(path=dataset, format=fmt)
-    else:
-        if not p.exists():
-            raise DataError(f"'{dataset}' is not a recipe, data file or folder",
-                            "pass a .yaml recipe, a data file (.json, .jsonl, .csv, .parquet, .txt) or use --registry")
-        spec = DatasetSpec(path=str(p.resolve()), format=fmt)
-    data = DataSpec(train=[spec], max_length=max_length or 1024, shuffle=False)
+    if not registry and not dataset.startswith("hf:") and not p.exists():
+        raise DataError(f"'{dataset}' is not a recipe, data file or folder",
+                        "pass a .yaml recipe, a data file (.json, .jsonl, .csv, .parquet, .txt) or use --registry")
+    try:  # the options are recipe fields: checked by the schema, refused with its messages
+        if registry:
+            spec = DatasetSpec(dataset=dataset, registry=str(Path(registry).resolve()), format=fmt)
+        else:
+            spec = DatasetSpec(path=dataset if dataset.startswith("hf:") else str(p.resolve()), format=fmt)
+        data = DataSpec(train=[spec], max_length=max_length or 1024, shuffle=False)
+    except ValidationError as err:
+        raise RecipeError(format_errors(err, DataSpec if "DataSpec" in err.title else DatasetSpec), "command line") from None
     return Target(data, model or "smollm2-135m", template or "auto", 42, None, 8)
 
 

@@ -116,10 +116,10 @@ def _read_parquet(p: Path) -> Iterator[tuple[str, Any]]:
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(p)
+        rows = pq.read_table(p).to_pylist()
     except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a bad file
         raise DataError(f"{p.name} is not a readable parquet file: {exc}", "check the file") from None
-    for n, row in enumerate(table.to_pylist(), 1):
+    for n, row in enumerate(rows, 1):
         yield f"row {n}", row
 
 
