@@ -7,6 +7,7 @@ inside the commands so `tuneforge --help` stays instant.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -49,7 +50,7 @@ def _target(dataset: str, model: str | None, template: str | None, max_length: i
         rec = load_recipe(p, [f"data.max_length={max_length}"] if max_length else [])
         return Target(rec.data, model or rec.model.name_or_path, template or rec.model.chat_template, rec.seed,
                       rec.stage, rec.train.batch_size, rec.model.revision, rec.model.trust_remote_code)
-    if not registry and not dataset.startswith("hf:") and not p.exists():
+    if not registry and not dataset.startswith("hf:") and not os.path.exists(dataset):  # never raises
         raise DataError(f"'{dataset}' is not a recipe, data file or folder",
                         "pass a .yaml recipe, a data file (.json, .jsonl, .csv, .parquet, .txt) or use --registry")
     try:  # the options are recipe fields: checked by the schema, refused with its messages

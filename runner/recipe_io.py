@@ -39,11 +39,11 @@ def read_yaml(path: Path) -> Any:
     naming the file and, where there is one, the line: missing, a folder, binary, not UTF-8 (a
     UTF-8 byte-order mark is fine), bad YAML, nested too deep."""
     src = str(path)
-    if path.is_dir():
-        raise RecipeError([f"'{path}' is a folder, not a recipe file — fix: pass the .yaml file inside it"], src)
-    if not path.is_file():
-        raise RecipeError([f"recipe file '{path}' does not exist"], "command line")
     try:
+        if path.is_dir():
+            raise RecipeError([f"'{path}' is a folder, not a recipe file — fix: pass the .yaml file inside it"], src)
+        if not path.is_file():
+            raise RecipeError([f"recipe file '{path}' does not exist"], "command line")
         raw = path.read_bytes()
     except OSError as exc:
         raise RecipeError([f"cannot read the file: {exc.strerror or exc}"], src) from None
@@ -166,7 +166,10 @@ def file_problem(value: str | None, info: ValidationInfo, check) -> str | None:
     base = (info.context or {}).get("base_dir")
     if base is None or not value:
         return value
-    problem = check(Path(resolve_path(value, base)), base)
+    try:
+        problem = check(Path(resolve_path(value, base)), base)
+    except OSError as exc:  # a name too long for the file system, a folder that cannot be listed, ...
+        problem = f"'{value}' cannot be read: {exc.strerror or exc}"
     if problem:
         raise PydanticCustomError("file_problem", "{problem}", {"problem": problem})
     return value

@@ -189,6 +189,8 @@ OVERRIDE_KEYS = st.one_of(st.sampled_from([where(s, k) for s, k in SCALARS] + so
 
 @FUZZ
 @given(key=OVERRIDE_KEYS, value=st.one_of(st.text(max_size=20), JSON.map(json.dumps)))
+@example(key="data.train.0.registry", value="a" * 300).via("a name too long for the file system")
+@example(key="model.chat_template", value="x\x00.jinja").via("a NUL in a path")
 def test_any_override_is_applied_or_refused_by_name(workdir, tiny_model_dir, key, value):
     assume("=" not in key)
     path = write(workdir, base_recipe(tiny_model_dir))

@@ -185,11 +185,15 @@ def load_registry(registry: str | None) -> tuple[dict[str, Any], Path]:
         raise DataError("a dataset entry names 'dataset' but no 'registry'",
                         "set registry: path/to/dataset_info.json (or its folder)")
     p = Path(registry)
-    if p.is_dir():
-        p = p / "dataset_info.json"
-    if not p.is_file():
-        raise DataError(f"registry '{p}' does not exist", "point 'registry' at a LLaMA-Factory dataset_info.json")
-    entries = parse_json(_text(p.read_bytes(), f"registry {p.name}"), f"registry {p.name}")
+    try:
+        if p.is_dir():
+            p = p / "dataset_info.json"
+        if not p.is_file():
+            raise DataError(f"registry '{p}' does not exist", "point 'registry' at a LLaMA-Factory dataset_info.json")
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise DataError(f"registry '{p}' cannot be read: {exc.strerror or exc}", "check 'registry'") from None
+    entries = parse_json(_text(raw, f"registry {p.name}"), f"registry {p.name}")
     if not isinstance(entries, dict):
         raise DataError(f"registry {p.name} must map dataset names to entries", "use LLaMA-Factory's dataset_info.json format")
     return entries, p.parent
