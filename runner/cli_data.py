@@ -7,6 +7,7 @@ inside the commands so `tuneforge --help` stays instant.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -40,36 +41,35 @@ class Target:
 
 def _target(dataset: str, model: str | None, template: str | None, max_length: int | None,
             registry: str | None = None, fmt: str = "auto") -> Target:
-    from .errors import DataError
+    from pydantic import ValidationError
+
+    from .errors import DataError, RecipeError
     from .recipe import DataSpec, DatasetSpec, load_recipe
+    from .recipe_io import format_errors
 
     p = Path(dataset)
     if p.suffix in {".yaml", ".yml"} and not registry:
         rec = load_recipe(p, [f"data.max_length={max_length}"] if max_length else [])
         return Target(rec.data, model or rec.model.name_or_path, template or rec.model.chat_template, rec.seed,
                       rec.stage, rec.train.batch_size, rec.model.revision, rec.model.trust_remote_code)
-    if registry:
-        spec = DatasetSpec(dataset=dataset, registry=str(Path(registry).resolve()), format=fmt)
-    elif dataset.startswith("hf:"):
-        spec = DatasetSpec(path=dataset, format=fmt)
-    else:
-        if not p.exists():
-            raise DataError(f"'{dataset}' is not a recipe, data file or folder",
-                            "pass a .yaml recipe, a data file (.json, .jsonl, .csv, .parquet, .txt) or use --registry")
-        spec = DatasetSpec(path=str(p.resolve()), format=fmt)
-    data = DataSpec(train=[spec], max_length=max_length or 1024, shuffle=False)
+    if not registry and not dataset.startswith("hf:") and not os.path.exists(dataset):  # never raises
+        raise DataError(f"'{dataset}' is not a recipe, data file or folder",
+                        "pass a .yaml recipe, a data file (.json, .jsonl, .csv, .parquet, .txt) or use --registry")
+    try:  # the options are recipe fields: checked by the schema, refused with its messages
+        if registry:
+            spec = DatasetSpec(dataset=dataset, registry=str(Path(registry).resolve()), format=fmt)
+        else:
+            spec = DatasetSpec(path=dataset if dataset.startswith("hf:") else str(p.resolve()), format=fmt)
+        data = DataSpec(train=[spec], max_length=max_length or 1024, shuffle=False)
+    except ValidationError as err:
+        raise RecipeError(format_errors(err, DataSpec if "DataSpec" in err.title else DatasetSpec), "command line") from None
     return Target(data, model or "smollm2-135m", template or "auto", 42, None, 8)
 
 
 def _tokenizer(t: Target):
-    from . import model as model_mod
-    from .data.template import resolve_chat_template
+    from .data import tokenizer_for
 
-    model_mod.quiet_hf()
-    resolved = model_mod.resolve(t.model)
-    tok = model_mod.load_tokenizer(resolved, t.revision, t.trust_remote_code)
-    template, name = resolve_chat_template(tok, t.template)
-    return tok, template, name
+    return tokenizer_for(t.model, t.template, t.revision, t.trust_remote_code)
 
 
 def _console():
@@ -122,24 +122,20 @@ def preview(
     plain: Annotated[bool, typer.Option("--plain", help="Mark trained text with [[...]] instead of colour (automatic when not a terminal).")] = False,
 ) -> None:
     """Show rows as the model sees them, trained tokens highlighted ([[...]] when not a terminal)."""
-    from .data import DataReport, load_examples
-    from .data.template import ChatTokenizer, Dropped
+    from .data import tokenize_for
+    from .data.template import Dropped
 
     t = _target(dataset, model, template, max_length, registry, fmt)
     tok, tpl, tpl_name = _tokenizer(t)
     console = _console()
     markers = plain or not console.is_terminal
-    report = DataReport()
-    examples = []
-    for spec in t.data.train:
-        spec = spec.model_copy(update={"max_samples": min(spec.max_samples or n, n)})
-        examples += load_examples(spec, report)
-        if report.rows >= n:
-            break
-    chat = ChatTokenizer(tok, tpl, t.data.max_length, t.data.train_on_prompt, t.data.last_turn_only, t.data.truncation)
+    first = [s.model_copy(update={"max_samples": min(s.max_samples or n, n)}) for s in t.data.train]
+    data = t.data.model_copy(update={"train": first, "eval": [], "eval_split": 0.0, "shuffle": False, "max_samples": n})
+    prep = tokenize_for(data, tok, tpl, t.seed, stage=None, sample=n)
+    report = prep.report
     legend = "[[...]] = trained" if markers else "[bold green]green[/] = trained, [dim]dim[/] = not trained"
     console.print(f"template: {tpl_name} · model: {t.model} · {legend}", markup=not markers, soft_wrap=True)
-    for ex, res in zip(examples, chat.encode_many(examples)):
+    for ex, res in prep.outcomes:
         if isinstance(res, Dropped):
             console.rule(f"{ex.source}: dropped (longer than max_length {t.data.max_length})")
             continue
@@ -154,9 +150,11 @@ def preview(
         if res.rejected_ids is not None:
             console.print("rejected:", style="bold")
             _show(console, tok, res.rejected_ids, res.rejected_labels, markers)
+    inline = {ex.source for ex, res in prep.outcomes if isinstance(res, Exception)}
     for reason, total in report.bad_totals.items():
         for where, detail in report.bad[reason]:
-            console.rule(f"{where}: bad row — {reason}" + (f" ({detail})" if detail else ""))
+            if where not in inline:
+                console.rule(f"{where}: bad row — {reason}" + (f" ({detail})" if detail else ""))
 
 
 # ------------------------------------------------------------------------------------------
@@ -164,11 +162,11 @@ def preview(
 
 
 def _prepare(t: Target):
-    from .data import prepare
+    from .data import tokenize_for
 
     tok, tpl, tpl_name = _tokenizer(t)
     data = t.data.model_copy(update={"on_bad_rows": "skip"})
-    return tok, tpl_name, prepare(data, tok, tpl, t.seed, stage=t.stage)
+    return tok, tpl_name, tokenize_for(data, tok, tpl, t.seed, stage=t.stage)
 
 
 @data_app.command()

@@ -33,6 +33,7 @@ def debug_on() -> bool:
 def report(exc: BaseException, debug: bool = False) -> int:
     """Print `exc` the tuneforge way on stderr and return the exit code it maps to."""
     from rich.console import Console
+    from rich.markup import escape
 
     if isinstance(exc, KeyboardInterrupt):
         code = getattr(exc, "exit_code", 130)
@@ -41,13 +42,13 @@ def report(exc: BaseException, debug: bool = False) -> int:
             traceback.print_exception(exc, file=sys.stderr)
         return code
     err = Console(stderr=True, highlight=False, soft_wrap=True)
-    if isinstance(exc, TuneforgeError):
-        err.print(f"[bold red]error:[/] {exc.message}", markup=True)
+    if isinstance(exc, TuneforgeError):  # messages quote user text: '[...]' in it is not markup
+        err.print(f"[bold red]error:[/] {escape(exc.message)}", markup=True)
         if exc.fix:
-            err.print(f"[bold]fix:[/] {exc.fix}", markup=True)
+            err.print(f"[bold]fix:[/] {escape(exc.fix)}", markup=True)
         code = exc.exit_code
     else:
-        err.print(f"[bold red]tuneforge failed:[/] {type(exc).__name__}: {exc}", markup=True)
+        err.print(f"[bold red]tuneforge failed:[/] {escape(type(exc).__name__ + ': ' + str(exc))}", markup=True)
         if not debug:
             err.print("run again with --debug for the full traceback", markup=False)
         code = 1

@@ -1,7 +1,7 @@
 """Memory and time estimate for a recipe on this machine, without loading the weights.
 
-Reads the model's config.json (and the weights' file size), tokenizes a sample of the data for
-its length distribution, and adds up what a training step holds at its peak: weights, gradients,
+Reads the model's config.json (runner/model_config.py) and the weights' file size, tokenizes a
+sample of the data for its length distribution (data.tokenize_for), and adds up what a training step holds at its peak: weights, gradients,
 optimizer states, activations (per layer and the logits, the largest term for small models with
 big vocabularies) and the runtime itself. On CPU the figure is peak RSS; on CUDA, GPU memory.
 The constants were fitted to measured peaks (tests/test_estimate.py keeps them honest: ±30%).
@@ -9,7 +9,6 @@ The constants were fitted to measured peaks (tests/test_estimate.py keeps them h
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,9 +97,10 @@ def chunked_head(recipe, shape: ModelShape) -> bool:
 
 def model_shape(path: str) -> ModelShape:
     """Parameter counts from config.json alone (Llama-style decoder arithmetic)."""
+    from .model_config import read_config, text_config
+
     p = Path(path)
-    cfg = json.loads((p / "config.json").read_text(encoding="utf-8"))
-    cfg = cfg.get("text_config", cfg)
+    cfg = text_config(read_config(p))
     h, n = cfg["hidden_size"], cfg["num_hidden_layers"]
     i = cfg.get("intermediate_size") or 4 * h
     v = cfg["vocab_size"]
@@ -125,32 +125,13 @@ def _lora_params(shape: ModelShape, r: int) -> int:
 
 def token_counts(recipe, sample: int = 256) -> tuple[list[int], list[int], int]:
     """(token lengths, labelled tokens, number of training examples) of a sample of the real data
-    and template."""
-    from . import model as model_mod
-    from .data import DataReport, load_examples
-    from .data.template import ChatTokenizer, resolve_chat_template
+    and template, tokenized exactly as training will (data.tokenize_for)."""
+    from .data import tokenize_for, tokenizer_for
 
-    report = DataReport()
-    examples = [ex for spec in recipe.data.train for ex in load_examples(spec, report)]
-    if not examples:
-        return [], [], 0
-    n = len(examples)
-    if recipe.data.eval_split and not recipe.data.eval:
-        n = n - max(1, round(n * recipe.data.eval_split))
-    resolved = model_mod.resolve(recipe.model.name_or_path)
-    tok = model_mod.load_tokenizer(resolved, recipe.model.revision, recipe.model.trust_remote_code)
-    template, _ = resolve_chat_template(tok, recipe.model.chat_template)
-    chat = ChatTokenizer(tok, template, recipe.data.max_length, recipe.data.train_on_prompt)
-    picked = random.Random(0).sample(examples, min(sample, len(examples)))
-    lengths, labelled = [], []
-    for ex in picked:
-        try:
-            t = chat(ex)
-        except Exception:  # bad rows are reported by training itself
-            continue
-        lengths.append(len(t.input_ids))
-        labelled.append(t.n_trained)
-    return lengths, labelled, n
+    m = recipe.model
+    tok, template, _ = tokenizer_for(m.name_or_path, m.chat_template, m.revision, m.trust_remote_code)
+    prep = tokenize_for(recipe.data, tok, template, recipe.seed, recipe.stage, sample=sample)
+    return [len(t.input_ids) for t in prep.train], [t.n_trained for t in prep.train], prep.total
 
 
 def available_memory(device: str) -> int:

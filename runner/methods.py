@@ -7,7 +7,8 @@
 - qlora: adapters on a base quantized to 4-bit (NF4/FP4) or 8-bit by bitsandbytes (CPU and CUDA).
 
 train.py loads the model with model.load_model(**load_options(...)), then calls `apply_method`,
-`optimizer_args` and `make_optimizer`; the recipe's cross-field checks live in runner/recipe_methods.py.
+`optimizer_args` and `make_optimizer`; the recipe's cross-field checks live in runner/recipe.py
+(combination_problems).
 """
 
 from __future__ import annotations

@@ -1,26 +1,28 @@
-"""The recipe: the one description of a fine-tuning run.
+"""The recipe: the one description of a fine-tuning run, and the only schema of its settings.
 
 These pydantic models are the single source of truth for every setting: validation messages,
 `tuneforge recipe schema`, the wizard's help text and docs/recipes.md all come from the field
 descriptions below. A recipe is YAML read with `yaml.safe_load` (never executed); command-line
-overrides `key.sub=value` are applied on top, then everything is validated at once.
+overrides `key.sub=value` are applied on top, then everything is validated at once, local files
+included (a data file that is missing is listed with the other problems). Reading the file,
+overrides and error lines live in runner/recipe_io.py.
 """
 
 from __future__ import annotations
 
-import difflib
-import os
+import copy
 from pathlib import Path
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from . import recipe_io
 from .errors import RecipeError
-from .recipe_methods import FreezeSpec, FullSpec, QLoraSpec, SpeedSpec, combination_problems
+from .recipe_io import CHAT_TEMPLATES, data_check, file_problem, looks_like_local_model, model_check, registry_check, resolve_path, template_check
+from .recipe_io import parse_override  # noqa: F401 - part of this module's API (the wizard types values with it)
 
 RECIPE_VERSION = 1
-
 
 class StrictModel(BaseModel):
     """Unknown keys are errors (with a 'did you mean'), never silently ignored."""
@@ -43,6 +45,17 @@ class ModelSpec(StrictModel):
         description="Chat template: 'auto' uses the tokenizer's own template (or chatml when it has none); "
         "'chatml', 'llama3', 'alpaca', 'plain' force a built-in one; a path to a .jinja file uses that file.",
     )
+
+    @field_validator("name_or_path")
+    @classmethod
+    def _local_model_exists(cls, v: str, info: ValidationInfo) -> str:
+        base = (info.context or {}).get("base_dir")
+        return file_problem(v, info, model_check) if base and looks_like_local_model(v, base) else v
+
+    @field_validator("chat_template")
+    @classmethod
+    def _template_exists(cls, v: str, info: ValidationInfo) -> str:
+        return v if v in ("auto", *CHAT_TEMPLATES) else file_problem(v, info, template_check)
 
 
 class LoraSpec(StrictModel):
@@ -108,6 +121,18 @@ class DatasetSpec(StrictModel):
     subset: str | None = Field(None, description="Subset (configuration) of a hub dataset.")
     revision: str | None = Field(None, description="Revision of a hub dataset.")
 
+    @field_validator("path")
+    @classmethod
+    def _data_exists(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("is empty: give a data file, a folder or hf:owner/name")
+        return v if v is None or v.startswith("hf:") else file_problem(v, info, data_check)
+
+    @field_validator("registry")
+    @classmethod
+    def _registry_exists(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return file_problem(v, info, registry_check)
+
     @model_validator(mode="after")
     def _one_source(self) -> "DatasetSpec":
         if (self.path is None) == (self.dataset is None):
@@ -172,6 +197,57 @@ class OutputSpec(StrictModel):
     overwrite: bool = Field(False, description="Replace an existing run directory of the same name.")
 
 
+class FreezeSpec(StrictModel):
+    layers: int = Field(
+        2, ge=0, description="How many transformer layers to train (the rest stay frozen); 0 = only `modules`."
+    )
+    side: Literal["last", "first"] = Field(
+        "last", description="Train the 'last' N layers (the usual choice: closest to the output) or the 'first' N."
+    )
+    modules: list[str] = Field(
+        default_factory=list,
+        description="Extra modules to train by name, matched against parameter names, e.g. [embed_tokens, norm, lm_head].",
+    )
+
+
+class QLoraSpec(StrictModel):
+    bits: Literal[4, 8] = Field(4, description="Store the frozen base model in 4-bit (NF4/FP4) or 8-bit (LLM.int8) via bitsandbytes.")
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type: 'nf4' (normal float, better for weights) or 'fp4'.")
+    double_quant: bool = Field(True, description="Also quantize the 4-bit scaling constants (saves ~0.4 bits per weight).")
+
+
+class FullSpec(StrictModel):
+    optim: Literal["auto", "adamw_torch", "adamw_torch_fused", "adamw_8bit"] = Field(
+        "auto",
+        description="Optimizer for method full/freeze: 'auto' = fused AdamW where the device supports it "
+        "(CUDA, or CPU with torch >= 2.4), 'adamw_8bit' = bitsandbytes 8-bit AdamW (a quarter of the optimizer memory).",
+    )
+
+
+class SpeedSpec(StrictModel):
+    group_by_length: bool = Field(
+        True, description="Batch examples of similar length together so few pad tokens are computed (order stays random between groups)."
+    )
+    packing: Union[Literal["auto"], bool] = Field(
+        "auto",
+        description="Concatenate each batch into one padding-free row; attention stays within each example "
+        "(per-example position ids), so nothing leaks between examples and the loss is the padded batch's. "
+        "'auto' packs on CPU, where tuneforge runs attention example by example, and not on GPUs.",
+    )
+    gradient_checkpointing: Union[Literal["auto"], bool] = Field(
+        "auto",
+        description="Recompute activations in the backward pass to save memory (~30% slower): 'auto' turns it on "
+        "only when the memory estimate says the run would not fit otherwise.",
+    )
+    torch_compile: bool = Field(False, description="Compile the model with torch.compile (slow first steps, faster later on some hardware).")
+    threads: Union[int, None] = Field(
+        None, ge=1,
+        description="CPU threads for torch's intra-op work and the data workers. null = auto: the CPUs this process "
+        "may use (affinity mask and cgroup CPU quota) divided by the local ranks of a distributed launch, or "
+        "OMP_NUM_THREADS when you set it. A number overrides both. status.json records the choice under `threads`.",
+    )
+
+
 class Recipe(StrictModel):
     """A complete fine-tuning run. Every field has a default except the data."""
 
@@ -228,166 +304,90 @@ class Recipe(StrictModel):
         return self
 
 
+def combination_problems(recipe) -> list[str]:
+    """Settings that cannot work together, each with the fix. Empty when the recipe is coherent."""
+    out = []
+    lora = recipe.lora
+    if recipe.method == "qlora":
+        if lora.init == "pissa":
+            out.append("lora.init 'pissa' needs full-precision base weights, but method 'qlora' quantizes them "
+                       "— fix: use method: lora with init: pissa, or lora.init: default with qlora")
+        if recipe.device == "mps":
+            out.append("method 'qlora' needs bitsandbytes, which does not run on mps "
+                       "— fix: use method: lora, or device: cpu")
+    if recipe.method in ("full", "freeze") and recipe.qlora != QLoraSpec():
+        out.append(f"qlora settings were given but method is '{recipe.method}': a 4/8-bit base cannot be trained "
+                   "directly (QLoRA trains adapters on a frozen quantized base) "
+                   "— fix: method: qlora, or remove the qlora section")
+    if recipe.method in ("full", "freeze") and recipe.full.optim == "adamw_8bit" and recipe.device == "mps":
+        out.append("full.optim 'adamw_8bit' needs bitsandbytes, which does not run on mps — fix: full.optim: auto")
+    if recipe.precision == "fp16" and recipe.device == "cpu":
+        out.append("precision 'fp16' is not supported for training on CPU "
+                   "— fix: precision: auto (bf16 where the CPU has it) or bf16/fp32")
+    if recipe.method == "freeze" and recipe.freeze.layers == 0 and not recipe.freeze.modules:
+        out.append("method 'freeze' with freeze.layers 0 and no freeze.modules trains nothing "
+                   "— fix: set freeze.layers (e.g. 2) or freeze.modules (e.g. [lm_head])")
+    if recipe.speed.packing is True and recipe.speed.torch_compile:
+        out.append("speed.packing gives every batch a new length, so torch_compile would recompile at every step "
+                   "— fix: turn off one of speed.packing or speed.torch_compile")
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
-# Loading, overrides and error messages
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """`train.lr=1e-4` -> (['train', 'lr'], 0.0001). Values are typed like YAML scalars."""
-    if "=" not in text:
-        raise RecipeError([f"override '{text}' is not key=value (e.g. train.batch_size=4)"], "command line")
-    key, raw = text.split("=", 1)
-    parts = [p for p in key.strip().split(".")]
-    if not key.strip() or any(not p for p in parts):
-        raise RecipeError([f"override '{text}' has an empty key part"], "command line")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    if isinstance(value, str):  # YAML 1.1 reads '1e-4' as text; people mean a number
-        try:
-            value = float(value) if value.strip().lower() not in {"nan", "inf", "-inf", "infinity"} else value
-        except ValueError:
-            pass
-    return parts, value
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply `a.b=value` overrides to a nested dict (list items by index: data.train.0.path=x)."""
-    for text in overrides:
-        parts, value = parse_override(text)
-        node: Any = data
-        for i, part in enumerate(parts):
-            last = i == len(parts) - 1
-            if isinstance(node, list):
-                if not part.isdigit() or int(part) >= len(node):
-                    raise RecipeError(
-                        [f"override '{text}': '{part}' is not an index of a list of {len(node)} item(s)"],
-                        "command line",
-                    )
-                if last:
-                    node[int(part)] = value
-                else:
-                    node = node[int(part)]
-            else:
-                if last:
-                    node[part] = value
-                else:
-                    nxt = node.get(part)
-                    if not isinstance(nxt, (dict, list)):
-                        nxt = node[part] = {}
-                    node = nxt
-    return data
-
-
-def _model_at(loc: tuple, root: type[BaseModel] = None) -> type[BaseModel] | None:
-    """The pydantic model class found by walking a validation-error location."""
-    cls: Any = root or Recipe
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or part not in cls.model_fields:
-            return None
-        cls = _inner_model(cls.model_fields[part].annotation)
-    return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
-
-
-def _inner_model(annotation: Any) -> Any:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in get_args(annotation):
-        found = _inner_model(arg)
-        if found is not None:
-            return found
-    return None if get_origin(annotation) is not None or not isinstance(annotation, type) else annotation
-
-
-def format_errors(err: ValidationError) -> list[str]:
-    """Pydantic errors as 'dotted.path: what is wrong (got X)' lines with a 'did you mean'."""
-    lines = []
-    for e in err.errors():
-        loc = tuple(e["loc"])
-        path = ".".join(str(p) for p in loc) or "(top level)"
-        if e["type"] == "extra_forbidden":
-            parent = _model_at(loc[:-1])
-            known = list(parent.model_fields) if parent else []
-            guess = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
-            hint = f"; did you mean '{guess[0]}'?" if guess else ""
-            allowed = f" (known keys: {', '.join(known)})" if known and not guess else ""
-            lines.append(f"{path}: unknown key{hint}{allowed}")
-            continue
-        msg = e["msg"]
-        if e["type"] == "value_error" and not loc:  # cross-field checks: one line per problem
-            lines.extend(str(e["ctx"]["error"]).split("; ") if e.get("ctx") else [msg])
-            continue
-        if e["type"] == "missing":
-            parent = _model_at(loc[:-1])
-            field = parent.model_fields.get(str(loc[-1])) if parent else None
-            desc = f" — {field.description}" if field and field.description else ""
-            lines.append(f"{path}: required field is missing{desc}")
-            continue
-        got = e.get("input")
-        got_txt = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
-        lines.append(f"{path}: {msg}{got_txt}")
-    return lines
-
-
-def _resolve_path(value: str, base_dir: Path) -> str:
-    p = Path(os.path.expanduser(value))
-    if p.is_absolute():
-        return str(p)
-    return str((base_dir / p).resolve())
-
-
-def _looks_like_local_model(value: str, base_dir: Path) -> bool:
-    if value.startswith(("/", "./", "../", "~")) or value.endswith(".gguf"):
-        return True
-    return (base_dir / value).exists()
+# Loading
 
 
 def resolve_paths(recipe: Recipe, base_dir: Path) -> Recipe:
     """Make every relative path absolute (relative to the recipe's folder) so the saved recipe replays."""
     for spec in [*recipe.data.train, *recipe.data.eval]:
         if spec.path and "://" not in spec.path and not spec.path.startswith("hf:"):
-            spec.path = _resolve_path(spec.path, base_dir)
+            spec.path = resolve_path(spec.path, base_dir)
         if spec.registry:
-            spec.registry = _resolve_path(spec.registry, base_dir)
+            spec.registry = resolve_path(spec.registry, base_dir)
     name = recipe.model.name_or_path
-    if _looks_like_local_model(name, base_dir):
-        recipe.model.name_or_path = _resolve_path(name, base_dir)
+    if looks_like_local_model(name, base_dir):
+        recipe.model.name_or_path = resolve_path(name, base_dir)
     tpl = recipe.model.chat_template
-    if tpl.endswith(".jinja"):
-        recipe.model.chat_template = _resolve_path(tpl, base_dir)
+    if tpl not in ("auto", *CHAT_TEMPLATES):
+        recipe.model.chat_template = resolve_path(tpl, base_dir)
     return recipe
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Read, override, validate and resolve a recipe file. Raises RecipeError with every problem."""
+    """Read, override, validate and resolve a recipe file; local data, registry, model and template
+    paths must exist. Raises RecipeError listing every problem at once."""
     path = Path(path)
-    if not path.is_file():
-        raise RecipeError([f"recipe file '{path}' does not exist"], "command line")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise RecipeError([f"not valid YAML{where}: {getattr(exc, 'problem', exc)}"], str(path)) from None
+    data = recipe_io.read_yaml(path)
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise RecipeError(["the top level must be a mapping of keys (model:, data:, train:, ...)"], str(path))
-    return recipe_from_dict(data, overrides or [], base_dir=path.resolve().parent, source=str(path))
+        raise RecipeError([f"the top level must be a mapping of keys (model:, data:, train:, ...), not a "
+                           f"{type(data).__name__}"], str(path))
+    return recipe_from_dict(data, overrides or [], base_dir=path.resolve().parent, source=str(path), check_files=True)
 
 
-def recipe_from_dict(
-    data: dict, overrides: list[str] | None = None, base_dir: Path | None = None, source: str = "recipe"
-) -> Recipe:
-    data = apply_overrides(data, overrides or [])
+def recipe_from_dict(data: dict, overrides: list[str] | None = None, base_dir: Path | None = None,
+                     source: str = "recipe", check_files: bool = False) -> Recipe:
+    """Validate a recipe given as a dict. check_files: also require the local files it names
+    (relative to base_dir) to exist, as a recipe file run by `train` must."""
+    if not isinstance(data, dict):
+        raise RecipeError([f"a recipe is a mapping of keys, not a {type(data).__name__}"], source)
+    overrides = overrides or []
+    base = base_dir or Path.cwd()
     try:
-        recipe = Recipe.model_validate(data)
+        data = recipe_io.apply_overrides(copy.deepcopy(data), overrides)  # the caller's dict stays as it was
+        recipe = Recipe.model_validate(data, context={"base_dir": base} if check_files else None)
     except ValidationError as err:
-        raise RecipeError(format_errors(err), source) from None
-    return resolve_paths(recipe, base_dir or Path.cwd())
+        done = {".".join(recipe_io.parse_override(o)[0]) for o in overrides}
+        raise RecipeError(recipe_io.merge_alternatives(recipe_io.format_errors(err, Recipe, done)), source) from None
+    except RecursionError:
+        raise RecipeError(["the recipe is nested too deeply"], source) from None
+    return resolve_paths(recipe, base)
+
+
+def format_errors(err: ValidationError) -> list[str]:
+    """A Recipe validation error as 'dotted.path: problem' lines (the wizard shows them per field)."""
+    return recipe_io.format_errors(err, Recipe)
 
 
 def recipe_to_yaml(recipe: Recipe) -> str:

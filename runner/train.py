@@ -118,7 +118,7 @@ def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Rep
     from transformers import PrinterCallback, TrainingArguments, set_seed
 
     from . import callbacks, trackers
-    from .data import prepare
+    from .data import tokenize_for
     from .data.template import resolve_chat_template
     from .trainer import trainer_class
 
@@ -139,7 +139,7 @@ def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Rep
     tok.chat_template = template  # saved with the weights: chat and export use exactly this one
     rep.say(f"model {resolved.source} ({resolved.kind}: {resolved.path}); chat template: {template_name}")
 
-    data = prepare(recipe.data, tok, template, recipe.seed)
+    data = tokenize_for(recipe.data, tok, template, recipe.seed, recipe.stage)
     rundir.write_json_atomic(run.data_report, data.report.to_dict())
     rep.say("data: " + data.report.summary())
     n_tokens = sum(len(t.input_ids) for t in data.train)

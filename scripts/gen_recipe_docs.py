@@ -51,7 +51,10 @@ def render() -> str:
         "Generated from the pydantic models in `runner/recipe.py` by `scripts/gen_recipe_docs.py` — do not edit",
         "by hand. `tuneforge recipe schema` prints the same as JSON Schema; `tuneforge validate RECIPE` checks a",
         "file and prints it fully resolved. Override any field on the command line: `key.sub=value`",
-        "(list items by index: `data.train.0.path=x.json`).",
+        "(list items by index: `data.train.0.path=x.json`). An unknown key, in the file or an override,",
+        "gets the closest known key anywhere below (`learnig_rate` → `train.learning_rate`), and other",
+        "tools' names are recognised (`lora_rank`, `cutoff_len`, `num_train_epochs`, ...). Local data, model",
+        "and template paths must exist; UTF-8 with or without a byte-order mark.",
         "",
     ]
     sections: list[tuple[str, type[BaseModel]]] = [("", Recipe)]

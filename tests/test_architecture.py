@@ -23,6 +23,7 @@ TUI_MAY_IMPORT = {
     "runner.paths",  # where the model cache lives (model picker)
     "runner.progress",  # fmt_duration: formatting only
     "runner.model",  # the embedded model's alias and file; the tokenizer for the data preview
+    "runner.model_config",  # the one config.json reader: the model step's facts (parameters, context)
     "runner.data", "runner.data.formats", "runner.data.template",  # the Dataset step's preview of rows
     "runner.chat", "runner.chat_session",  # the chat screen's engine (in-process, reads weights only)
 }

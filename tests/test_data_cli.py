@@ -58,3 +58,21 @@ def test_check_exit_codes_and_report(run_cli, tmp_path):
     missing = run_cli("data", "check", str(tmp_path / "nope.json"))
     assert missing.returncode == 2 and "not a recipe, data file or folder" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_bad_options_and_unreadable_files_are_user_errors(tmp_path):
+    from typer.testing import CliRunner
+
+    from tuneforge.runner.cli import app
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(json.dumps({"instruction": "Q", "output": "A"}) + "\n")
+    (tmp_path / "bad.parquet").write_bytes(b"junk")
+    for args, message in [
+        (["check", str(rows), "--max-length", "5"], "max_length: Input should be greater than or equal to 16 (got 5)"),
+        (["check", str(rows), "--format", "bogus"], "format: Input should be 'auto', 'alpaca'"),
+        (["stats", str(tmp_path / "bad.parquet")], "bad.parquet is not a readable parquet file"),
+    ]:
+        res = CliRunner().invoke(app, ["data", *args])
+        assert res.exit_code == 2 and message in res.output, res.output
+        assert "tuneforge failed" not in res.output

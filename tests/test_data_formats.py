@@ -170,6 +170,67 @@ def test_unreadable_files_name_the_place(tmp_path):
         examples(path=str(odd))
 
 
+ROW = {"instruction": "Q", "output": "A"}
+BOM = b"\xef\xbb\xbf"
+
+
+@pytest.mark.parametrize("name, content", [
+    ("bom.json", BOM + json.dumps([ROW]).encode()),
+    ("bom.jsonl", BOM + (json.dumps(ROW) + "\n").encode() * 2),
+    ("bom.csv", BOM + b"instruction,output\r\nQ,A\r\n"),
+    ("bom.txt", BOM + b"some text\r\n"),
+])
+def test_a_utf8_byte_order_mark_is_accepted(tmp_path, name, content):
+    p = tmp_path / name
+    p.write_bytes(content)
+    exs, rep = examples(path=str(p))
+    assert rep.bad_count == 0 and exs
+    if name.endswith(".txt"):
+        assert exs[0].text == "some text"
+    else:
+        assert [m.content for m in exs[0].messages] == ["Q", "A"]
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("rows.jsonl", (json.dumps(ROW) + "\n").encode() * 2 + b'{"instruction": "caf\xe9", "output": "A"}\n',
+     "rows.jsonl line 3 is not UTF-8 text (byte 0xe9 at column 21)"),
+    ("rows.json", b'[{"instruction": "Q",\n "output": "\xff"}]', "rows.json line 2 is not UTF-8 text (byte 0xff"),
+    ("rows.csv", b"instruction,output\nQ,A\nQ,\x80\n", "rows.csv line 3 is not UTF-8 text (byte 0x80"),
+    ("rows.txt", b"fine\n\xc3\n", "rows.txt line 2 is not UTF-8 text"),
+    ("deep.json", b"[" * 100_000 + b"]" * 100_000, "deep.json is nested too deeply"),
+    ("deep.jsonl", (json.dumps(ROW) + "\n").encode() + b'{"a": ' * 50_000 + b"1" + b"}" * 50_000,
+     "deep.jsonl line 2 is nested too deeply"),
+    ("wide.csv", b"instruction,output\nQ,A\nQ, yes, really,A\n", "wide.csv row 2 (line 3) has 4 fields but the header has 2"),
+    ("huge.csv", b"instruction,output\nQ,A\nQ," + b"x" * 200_000 + b"\n", "huge.csv row 2 is not valid CSV: field larger"),
+    ("empty.jsonl", b"\n\n", "empty.jsonl holds no rows"),
+    ("ints.json", b"[1, 2, 3]", "cannot tell the format of ints.json: its rows are ints, not objects (row 1)"),
+], ids=lambda v: v if isinstance(v, str) and len(v) < 20 else "")
+def test_bad_bytes_and_shapes_name_the_file_and_line(tmp_path, name, content, message):
+    p = tmp_path / name
+    p.write_bytes(content)
+    with pytest.raises(DataError) as exc:
+        examples(path=str(p))
+    assert message in exc.value.message, exc.value.message
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"file_name": 3}, "'file_name' must be text"),
+    ({"file_name": "a.json", "columns": ["prompt"]}, "'columns' must map names to column names"),
+    ({"file_name": "a.json", "formatting": ["alpaca"]}, "'formatting' must be text"),
+])
+def test_registry_entries_of_the_wrong_shape_are_named(tmp_path, entry, message):
+    (tmp_path / "a.json").write_text(json.dumps([ROW]))
+    (tmp_path / "dataset_info.json").write_bytes(BOM + json.dumps({"mine": entry}).encode())
+    with pytest.raises(DataError, match=f"dataset 'mine' in .*dataset_info.json: {message}"):
+        examples(dataset="mine", registry=str(tmp_path))
+
+
+def test_registry_that_is_not_utf8_names_the_line(tmp_path):
+    (tmp_path / "dataset_info.json").write_bytes(b'{\n "mine": {"file_name": "\xe9.json"}}')
+    with pytest.raises(DataError, match="registry dataset_info.json line 2 is not UTF-8"):
+        examples(dataset="mine", registry=str(tmp_path))
+
+
 def test_interleave_by_weight_and_concat(tmp_path):
     from tuneforge.runner.data.schema import Example
 

@@ -12,7 +12,9 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from tuneforge.runner.errors import TuneforgeError
 from tuneforge.runner.model import EMBEDDED_ALIAS, embedded_gguf_path
+from tuneforge.runner.model_config import read_config, text_config
 from tuneforge.runner.paths import models_cache
 
 
@@ -132,6 +134,8 @@ def inspect(name_or_path: str) -> ModelInfo:
             return info
         return ModelInfo(name, "hub", note="hub id: not in the local cache; downloaded when the run starts "
                          "(needs network). Size and template are unknown until then.")
+    except TuneforgeError as exc:
+        return ModelInfo(name, "?", problem=exc.message)
     except (OSError, ValueError, KeyError) as exc:
         return ModelInfo(name, "?", problem=f"could not read the model's metadata: {exc}")
 
@@ -143,8 +147,8 @@ def _hub_snapshot(repo: str) -> Path | None:
 
 
 def _from_folder(folder: Path, source: str, kind: str) -> ModelInfo:
-    cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    text_cfg = cfg.get("text_config") or cfg
+    cfg = read_config(folder)
+    text_cfg = text_config(cfg)
     ctx = text_cfg.get("max_position_embeddings") or text_cfg.get("n_positions") or text_cfg.get("seq_length")
     arch = (cfg.get("architectures") or [cfg.get("model_type")])[0]
     return ModelInfo(source, kind, params=_safetensors_params(folder) or _params_from_config(text_cfg),

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from rich.text import Text
 
-from tuneforge.runner.data import DataReport, load_examples, read_rows
+from tuneforge.runner.data import read_rows, tokenize_for
 from tuneforge.runner.data.formats import detect_layout
 from tuneforge.runner.errors import TuneforgeError
-from tuneforge.runner.recipe import DatasetSpec
+from tuneforge.runner.recipe import DatasetSpec, DataSpec
 
 TRAINED_STYLE = "bold black on green"
 
@@ -40,23 +40,24 @@ def build_preview(path: str, fmt: str, model: str, chat_template: str, max_lengt
                            max_samples=max_samples)
         rows = read_rows(spec.path)
         out.format = fmt if fmt != "auto" else next((f for f in (detect_layout(r) for r in rows[:20]) if f), None)
-        report = DataReport()
-        examples = load_examples(spec, report)
-        report.used = len(examples)
-        out.report = report.summary()
-        bad = report.bad_count / max(report.rows, 1)
-        out.usable = bool(examples) and bad <= 0.05
-        if not examples:
-            out.problem, out.fix = "no usable rows", "fix the rows listed in the report"
-            return out
-        if bad > 0.05:
-            out.problem = f"{bad:.0%} of the rows are bad (training stops above 5%)"
-            out.fix = "fix the rows listed in the report"
         with _LOAD_LOCK:  # one tokenizer user at a time (a cancelled preview may still be running)
-            tok, chat = _chat_tokenizer(model, chat_template, max_length, train_on_prompt)
-            out.template = chat.template_name
-            for ex in examples[:n]:
-                out.examples.append(render_example(tok, chat, ex))
+            tok, template, out.template = _tokenizer(model, chat_template)
+            data = DataSpec.model_construct(train=[spec], max_length=max_length, train_on_prompt=train_on_prompt, shuffle=False)
+            prep = tokenize_for(data, tok, template, stage=None, sample=n)
+            report = prep.report
+            report.used = prep.total - sum(1 for _, res in prep.outcomes if isinstance(res, Exception))
+            out.report = report.summary()
+            bad = report.bad_count / max(report.rows, 1)
+            out.usable = report.used > 0 and bad <= 0.05
+            if report.used <= 0:
+                out.problem, out.fix = "no usable rows", "fix the rows listed in the report"
+                return out
+            if bad > 0.05:
+                out.problem = f"{bad:.0%} of the rows are bad (training stops above 5%)"
+                out.fix = "fix the rows listed in the report"
+            for ex, res in prep.outcomes:
+                if not isinstance(res, Exception):
+                    out.examples.append(render_example(tok, prep.chat, ex, res))
     except TuneforgeError as exc:
         out.problem, out.fix = exc.message, exc.fix
         out.usable = False
@@ -67,25 +68,16 @@ _LOAD_LOCK = threading.Lock()  # transformers' lazy imports and rust tokenizers 
 
 
 @lru_cache(maxsize=4)
-def _tokenizer(model: str):
-    from tuneforge.runner import model as model_mod
+def _tokenizer(model: str, chat_template: str):
+    from tuneforge.runner.data import tokenizer_for
 
-    return model_mod.load_tokenizer(model_mod.resolve(model))
-
-
-def _chat_tokenizer(model: str, chat_template: str, max_length: int, train_on_prompt: bool):
-    from tuneforge.runner.data.template import ChatTokenizer, resolve_chat_template
-
-    tok = _tokenizer(model)
-    template, name = resolve_chat_template(tok, chat_template)
-    chat = ChatTokenizer(tok, template, max_length, train_on_prompt)
-    chat.template_name = name
-    return tok, chat
+    return tokenizer_for(model, chat_template)
 
 
-def render_example(tok, chat, example) -> Text:
-    """The example as the model sees it; trained tokens (labels != -100) highlighted."""
-    t = chat(example)
+def render_example(tok, chat, example, t=None) -> Text:
+    """The example as the model sees it; trained tokens (labels != -100) highlighted.
+    t: its Tokenized from data.tokenize_for (tokenized here when not given)."""
+    t = t or chat(example)
     if example.kind == "text":
         text = example.text or ""
         enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)

@@ -1,8 +1,10 @@
 """Data: sources → rows → `Example`s (one schema) → validation → tokens with exact masks → cache.
 
-`prepare(recipe.data, tokenizer, template, seed)` is the one entry point the trainer uses. Bad rows
-are never dropped silently: every one lands in the `DataReport` with its file, row number and
-reason, and `on_bad_rows` decides whether they stop the run.
+`tokenize_for(recipe.data, tokenizer, template, ...)` is the one path from rows to token ids: the
+trainer, `tuneforge data`, the estimator and the wizard's preview all call it (a `sample` of rows
+for the last three), so each sees exactly the tokens and masks training uses. Bad rows are never
+dropped silently: every one lands in the `DataReport` with its file, row number and reason, and
+`on_bad_rows` decides whether they stop the run.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from .schema import Example
 from .sources import file_source, open_source
 from .template import ChatTokenizer, Dropped, Tokenized
 
-__all__ = ["DataReport", "Example", "Prepared", "Tokenized", "apply_policy", "load_examples", "mix", "prepare", "read_rows", "tokenize"]
+__all__ = ["DataReport", "Example", "Prepared", "Tokenized", "apply_policy", "chat_tokenizer", "load_examples", "mix",
+           "prepare", "read_rows", "tokenize", "tokenize_for", "tokenizer_for"]
 
 log = logging.getLogger("tuneforge")
 STAGE_KINDS = {"sft": {"conversation", "text"}, "pt": {"text"}, "dpo": {"preference"}, "kto": {"feedback"},
@@ -35,6 +38,13 @@ class Prepared:
     kind: str = "conversation"
     cache_hit: bool = False
     warnings: list[str] = field(default_factory=list)
+    total: int = -1  # training examples in all (more than len(train) when a sample was tokenized)
+    outcomes: list[tuple[Example, Tokenized | RowError]] = field(default_factory=list)  # sample: each row's result
+    chat: ChatTokenizer | None = None  # sample: the tokenizer used, for faces that render the text
+
+    def __post_init__(self) -> None:
+        if self.total < 0:
+            self.total = len(self.train)
 
 
 def _substitute(value: Any, placeholders: dict[str, str]) -> Any:
@@ -62,12 +72,16 @@ def load_examples(spec, report: DataReport, source=None) -> list[Example]:
         if spec.max_samples and len(rows) >= spec.max_samples:
             break
         rows.append((where, row))
+    if not rows:
+        raise DataError(f"{src.label} holds no rows", "add rows to it, or remove it from the recipe")
     layout = src.layout
     if layout == "auto":
         layout = next((f for f in (detect_layout(r, src.columns) for _, r in rows[:20]) if f), None)
         if layout is None:
-            keys = next((sorted(r)[:8] for _, r in rows if isinstance(r, dict)), "?")
-            raise DataError(f"cannot tell the format of {src.label}: its rows have keys {keys}",
+            first = rows[0][1]
+            what = (f"its rows have keys {sorted(map(str, first))[:8]}" if isinstance(first, dict)
+                    else f"its rows are {type(first).__name__}s, not objects ({rows[0][0]})")
+            raise DataError(f"cannot tell the format of {src.label}: {what}",
                             "set format: alpaca | sharegpt | openai | text (and columns: if the names differ)")
     mapping = Mapping(layout, src.kind, src.columns, src.tags)
     out = []
@@ -79,6 +93,9 @@ def load_examples(spec, report: DataReport, source=None) -> list[Example]:
             ex = convert(_substitute(row, spec.placeholders) if spec.placeholders else row, mapping)
         except RowError as exc:
             report.add_bad(exc.reason, loc, exc.detail)
+            continue
+        except RecursionError:
+            report.add_bad("nested too deeply", loc, "lists/objects nested hundreds deep")
             continue
         ex.source = loc
         out.append(ex)
@@ -106,21 +123,31 @@ def mix(parts: list[list[Example]], weights: list[float], how: str, seed: int) -
     return [next(iters[i]) for i in order]
 
 
+def _record(ex: Example, res: Tokenized | RowError, report: DataReport) -> Tokenized | None:
+    if isinstance(res, Dropped):
+        report.add_dropped(ex.source)
+    elif isinstance(res, RowError):
+        report.add_bad(res.reason, ex.source, res.detail)
+    else:
+        if res.truncated:
+            report.add_truncated(ex.source)
+        return res
+    return None
+
+
 def tokenize(examples: list[Example], chat: ChatTokenizer, report: DataReport) -> list[Tokenized]:
     """Examples → Tokenized in batches; failures go to the report (bad, or dropped as too long)."""
     out = []
     for b in range(0, len(examples), BATCH):
         batch = examples[b:b + BATCH]
-        for ex, res in zip(batch, chat.encode_many(batch)):
-            if isinstance(res, Dropped):
-                report.add_dropped(ex.source)
-            elif isinstance(res, RowError):
-                report.add_bad(res.reason, ex.source, res.detail)
-            else:
-                if res.truncated:
-                    report.add_truncated(ex.source)
-                out.append(res)
+        out += [t for t in (_record(ex, res, report) for ex, res in zip(batch, chat.encode_many(batch))) if t]
     return out
+
+
+def chat_tokenizer(data_spec, tokenizer, template: str) -> ChatTokenizer:
+    """The ChatTokenizer for the recipe's data settings (every option passed, in one place)."""
+    return ChatTokenizer(tokenizer, template, data_spec.max_length, data_spec.train_on_prompt,
+                         data_spec.last_turn_only, data_spec.truncation)
 
 
 def _check_kinds(examples: list[Example], stage: str | None) -> str:
@@ -128,7 +155,9 @@ def _check_kinds(examples: list[Example], stage: str | None) -> str:
     allowed = set(kinds) if stage is None else STAGE_KINDS.get(stage, {"conversation", "text"})
     wrong = [k for k in kinds if k not in allowed]
     if wrong:
-        raise DataError(f"stage '{stage}' trains on {' or '.join(sorted(allowed))} rows, but the data holds {', '.join(wrong)} rows",
+        first = next(ex.source for ex in examples if ex.kind in wrong)
+        raise DataError(f"stage '{stage}' trains on {' or '.join(sorted(allowed))} rows, but the data holds "
+                        f"{', '.join(wrong)} rows (the first: {first})",
                         "use data made for this stage, or set kind: in the dataset entry (e.g. kind: conversation)")
     return "conversation" if "conversation" in kinds else (kinds[0] if kinds else "conversation")
 
@@ -150,10 +179,59 @@ def apply_policy(report: DataReport, data_spec) -> list[str]:
     return []
 
 
-def prepare(data_spec, tokenizer, template: str, seed: int, stage: str | None = "sft") -> Prepared:
-    """Turn the recipe's data section into tokenized train/eval rows plus a report (cached).
+def tokenizer_for(model: str, chat_template: str = "auto", revision: str | None = None,
+                  trust_remote_code: bool = False):
+    """(tokenizer, template text, template name) for a model name and the recipe's chat_template."""
+    from .. import model as model_mod
+    from .template import resolve_chat_template
 
-    `stage` says which row kinds are allowed (None: any, for inspection tools)."""
+    model_mod.quiet_hf()
+    tok = model_mod.load_tokenizer(model_mod.resolve(model), revision, trust_remote_code)
+    template, name = resolve_chat_template(tok, chat_template)
+    return (tok, template, name)
+
+
+def tokenize_for(data_spec, tokenizer, template: str, seed: int = 42, stage: str | None = "sft",
+                 sample: int | None = None) -> Prepared:
+    """The one path from rows to token ids. sample=None: every row, cached, bad-row policy applied
+    (training, `tuneforge data stats/check`). sample=n: the first n training examples in training
+    order (shuffled by the seed when data.shuffle is on), no cache or policy; `total` counts them
+    all and `outcomes` holds each sampled row's result (the estimator, previews)."""
+    if sample is None:
+        return prepare(data_spec, tokenizer, template, seed, stage)
+    report = DataReport()
+    train_ex, _, kind = _examples(data_spec, report, seed, stage, [open_source(s) for s in data_spec.train],
+                                  [open_source(s) for s in data_spec.eval])
+    chat = chat_tokenizer(data_spec, tokenizer, template)
+    picked = train_ex[:sample]
+    outcomes = list(zip(picked, chat.encode_many(picked)))
+    train = [t for t in (_record(ex, res, report) for ex, res in outcomes) if t]
+    report.used = len(train)
+    return Prepared(train, [], report, kind=kind, total=len(train_ex), outcomes=outcomes, chat=chat)
+
+
+def _examples(data_spec, report: DataReport, seed: int, stage: str | None, train_src, eval_src):
+    """(train, eval, kind): every dataset read, mixed, shuffled, capped and split as the recipe says."""
+    parts = [load_examples(spec, report, src) for spec, src in zip(data_spec.train, train_src)]
+    train_ex = mix(parts, [s.weight for s in data_spec.train], data_spec.mix, seed)
+    if data_spec.shuffle:
+        random.Random(seed).shuffle(train_ex)
+    if data_spec.max_samples:
+        train_ex = train_ex[: data_spec.max_samples]
+    eval_ex = [ex for spec, src in zip(data_spec.eval, eval_src) for ex in load_examples(spec, report, src)]
+    kind = _check_kinds(train_ex + eval_ex, stage)
+    if data_spec.eval_split and not eval_ex and train_ex:
+        order = list(range(len(train_ex)))
+        random.Random(seed + 1).shuffle(order)
+        held = set(order[: max(1, round(len(train_ex) * data_spec.eval_split))])
+        eval_ex = [ex for i, ex in enumerate(train_ex) if i in held]
+        train_ex = [ex for i, ex in enumerate(train_ex) if i not in held]
+    return train_ex, eval_ex, kind
+
+
+def prepare(data_spec, tokenizer, template: str, seed: int, stage: str | None = "sft") -> Prepared:
+    """Every row of the recipe's data section as tokenized train/eval rows plus a report (cached);
+    what `tokenize_for` does without a sample. `stage` says which row kinds are allowed (None: any)."""
     from . import cache
 
     train_src = [open_source(s) for s in data_spec.train]
@@ -171,23 +249,8 @@ def prepare(data_spec, tokenizer, template: str, seed: int, stage: str | None = 
             return hit
 
     report = DataReport()
-    parts = [load_examples(spec, report, src) for spec, src in zip(data_spec.train, train_src)]
-    train_ex = mix(parts, [s.weight for s in data_spec.train], data_spec.mix, seed)
-    if data_spec.shuffle:
-        random.Random(seed).shuffle(train_ex)
-    if data_spec.max_samples:
-        train_ex = train_ex[: data_spec.max_samples]
-    eval_ex = [ex for spec, src in zip(data_spec.eval, eval_src) for ex in load_examples(spec, report, src)]
-    kind = _check_kinds(train_ex + eval_ex, stage)
-    if data_spec.eval_split and not eval_ex and train_ex:
-        order = list(range(len(train_ex)))
-        random.Random(seed + 1).shuffle(order)
-        held = set(order[: max(1, round(len(train_ex) * data_spec.eval_split))])
-        eval_ex = [ex for i, ex in enumerate(train_ex) if i in held]
-        train_ex = [ex for i, ex in enumerate(train_ex) if i not in held]
-
-    chat = ChatTokenizer(tokenizer, template, data_spec.max_length, data_spec.train_on_prompt,
-                         data_spec.last_turn_only, data_spec.truncation)
+    train_ex, eval_ex, kind = _examples(data_spec, report, seed, stage, train_src, eval_src)
+    chat = chat_tokenizer(data_spec, tokenizer, template)
     train = tokenize(train_ex, chat, report)
     evals = tokenize(eval_ex, chat, report)
     report.used = len(train) + len(evals)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import difflib
 import hashlib
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -18,8 +19,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ..errors import DataError
+from ..recipe_io import data_files, data_path_problem
 
-FILE_TYPES = (".json", ".jsonl", ".csv", ".parquet", ".txt")
 
 
 @dataclass
@@ -52,14 +53,34 @@ def _hash_files(paths: list[Path]) -> str:
     return h.hexdigest()[:24]
 
 
-def _read_json(p: Path) -> Iterator[tuple[str, Any]]:
+def _text(raw: bytes, name: str, first_line: int = 1) -> str:
+    """UTF-8 text of a file (or of one of its lines); a leading byte-order mark is dropped (editors
+    on Windows write one). Anything else that is not UTF-8 is a DataError naming the line."""
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        return raw.decode("utf-8-sig" if first_line == 1 else "utf-8")
+    except UnicodeDecodeError as exc:
+        line = first_line + raw.count(b"\n", 0, exc.start)
+        col = exc.start - raw.rfind(b"\n", 0, exc.start)
+        raise DataError(f"{name} line {line} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {col})",
+                        "save the file as UTF-8, or fix or remove that line") from None
+
+
+def parse_json(text: str, name: str, line: int | None = None):
+    """json.loads with the file (and line) named in every failure, deep nesting included."""
+    where = f"{name} line {line}" if line else name
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DataError(
-            f"{p.name} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
-            "fix the file (a .json file holds one list of rows; use .jsonl for one row per line)",
-        ) from None
+        at = f" (column {exc.colno})" if line else f" at line {exc.lineno}, column {exc.colno}"
+        fix = "fix or remove that line" if line else "fix the file (a .json file holds one list of rows; use .jsonl for one row per line)"
+        raise DataError(f"{where} is not valid JSON: {exc.msg}{at}", fix) from None
+    except RecursionError:
+        raise DataError(f"{where} is nested too deeply to read (JSON arrays/objects inside each other ~1000 deep)",
+                        "fix the file: rows are objects of text fields and lists of turns") from None
+
+
+def _read_json(p: Path) -> Iterator[tuple[str, Any]]:
+    data = parse_json(_text(p.read_bytes(), p.name), p.name)
     if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
         data = next(iter(data.values()))
     if not isinstance(data, list):
@@ -69,68 +90,65 @@ def _read_json(p: Path) -> Iterator[tuple[str, Any]]:
 
 
 def _read_jsonl(p: Path) -> Iterator[tuple[str, Any]]:
-    with p.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+    with p.open("rb") as f:
+        for n, raw in enumerate(f, 1):
+            line = _text(raw, p.name, n)
             if line.strip():
-                try:
-                    yield f"line {n}", json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{p.name} line {n} is not valid JSON: {exc.msg} (column {exc.colno})",
-                                    "fix or remove that line") from None
+                yield f"line {n}", parse_json(line, p.name, n)
 
 
 def _read_csv(p: Path) -> Iterator[tuple[str, Any]]:
-    with p.open(encoding="utf-8", newline="") as f:
-        for n, row in enumerate(csv.DictReader(f), 1):
+    extra = object()
+    reader = csv.DictReader(io.StringIO(_text(p.read_bytes(), p.name), newline=""), restkey=extra)  # type: ignore[arg-type]
+    n = 0
+    try:
+        for n, row in enumerate(reader, 1):
+            if extra in row:
+                raise DataError(f"{p.name} row {n} (line {reader.line_num}) has {len(row) - 1 + len(row[extra])} "
+                                f"fields but the header has {len(reader.fieldnames or [])}",
+                                "quote fields that contain commas (\"like, this\"), or fix that row")
             yield f"row {n}", row
+    except csv.Error as exc:
+        raise DataError(f"{p.name} row {n + 1} is not valid CSV: {exc}", "fix that row") from None
 
 
 def _read_parquet(p: Path) -> Iterator[tuple[str, Any]]:
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(p)
+        rows = pq.read_table(p).to_pylist()
     except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for a bad file
         raise DataError(f"{p.name} is not a readable parquet file: {exc}", "check the file") from None
-    for n, row in enumerate(table.to_pylist(), 1):
+    for n, row in enumerate(rows, 1):
         yield f"row {n}", row
 
 
 def _read_txt(p: Path) -> Iterator[tuple[str, Any]]:
-    with p.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+    with p.open("rb") as f:
+        for n, raw in enumerate(f, 1):
+            line = _text(raw, p.name, n)
             if line.strip():
-                yield f"line {n}", {"text": line.rstrip("\n")}
+                yield f"line {n}", {"text": line.rstrip("\r\n")}
 
 
 READERS = {".json": _read_json, ".jsonl": _read_jsonl, ".csv": _read_csv, ".parquet": _read_parquet, ".txt": _read_txt}
 
 
-def read_file(path: Path) -> list[tuple[str, Any]]:
-    return list(READERS[path.suffix.lower()](path))
-
-
 def file_source(path: str, what: str = "data.train[].path") -> Source:
     p = Path(path)
+    problem = data_path_problem(p, what)
+    if problem:
+        raise DataError(*problem)
     if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in FILE_TYPES)
-        types = sorted({f.suffix.lower() for f in files})
-        if not files:
-            raise DataError(f"folder '{path}' holds no data files ({', '.join(FILE_TYPES)})", f"point {what} at a folder of data files")
-        if len(types) > 1:
-            raise DataError(f"folder '{path}' mixes file types ({', '.join(types)})",
-                            "keep one type per folder, or list the files as separate datasets")
+        files = data_files(p)
+        kind = files[0].suffix.lower()
 
         def read_dir() -> Iterator[tuple[str, Any]]:
             for f in files:
-                for where, row in READERS[f.suffix.lower()](f):
+                for where, row in READERS[kind](f):
                     yield f"{f.name} {where}", row
 
-        return Source(p.name + "/", _hash_files(files), layout="text" if types[0] == ".txt" else "auto", reader=read_dir)
-    if not p.is_file():
-        raise DataError(f"data file '{path}' does not exist", f"check {what} (relative paths start at the recipe's folder)")
-    if p.suffix.lower() not in FILE_TYPES:
-        raise DataError(f"data file '{path}' has an unsupported type '{p.suffix}'", f"use one of {', '.join(FILE_TYPES)}")
+        return Source(p.name + "/", _hash_files(files), layout="text" if kind == ".txt" else "auto", reader=read_dir)
     return Source(p.name, _hash_files([p]), layout="text" if p.suffix.lower() == ".txt" else "auto",
                   reader=lambda: READERS[p.suffix.lower()](p))
 
@@ -167,14 +185,15 @@ def load_registry(registry: str | None) -> tuple[dict[str, Any], Path]:
         raise DataError("a dataset entry names 'dataset' but no 'registry'",
                         "set registry: path/to/dataset_info.json (or its folder)")
     p = Path(registry)
-    if p.is_dir():
-        p = p / "dataset_info.json"
-    if not p.is_file():
-        raise DataError(f"registry '{p}' does not exist", "point 'registry' at a LLaMA-Factory dataset_info.json")
     try:
-        entries = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"registry {p.name} is not valid JSON: {exc.msg} at line {exc.lineno}", "fix the file") from None
+        if p.is_dir():
+            p = p / "dataset_info.json"
+        if not p.is_file():
+            raise DataError(f"registry '{p}' does not exist", "point 'registry' at a LLaMA-Factory dataset_info.json")
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise DataError(f"registry '{p}' cannot be read: {exc.strerror or exc}", "check 'registry'") from None
+    entries = parse_json(_text(raw, f"registry {p.name}"), f"registry {p.name}")
     if not isinstance(entries, dict):
         raise DataError(f"registry {p.name} must map dataset names to entries", "use LLaMA-Factory's dataset_info.json format")
     return entries, p.parent
@@ -188,6 +207,15 @@ def registry_source(name: str, registry: str | None) -> Source:
         close = difflib.get_close_matches(name, list(entries), n=3)
         raise DataError(f"dataset '{name}' is not in {folder / 'dataset_info.json'}",
                         f"did you mean {', '.join(close)}?" if close else f"known entries: {', '.join(list(entries)[:12])} ...")
+    for key in ("columns", "tags"):
+        value = entry.get(key) or {}
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise DataError(f"dataset '{name}' in {folder / 'dataset_info.json'}: '{key}' must map names to column "
+                            f"names (text), got {json.dumps(value)[:80]}", "fix that entry of the registry")
+    for key in ("formatting", "file_name", "hf_hub_url", "split", "subset", "revision"):
+        if key in entry and not isinstance(entry[key], str):
+            raise DataError(f"dataset '{name}' in {folder / 'dataset_info.json'}: '{key}' must be text, got "
+                            f"{json.dumps(entry[key])[:80]}", "fix that entry of the registry")
     columns = dict(entry.get("columns") or {})
     tags = dict(entry.get("tags") or {})
     layout = entry.get("formatting", "alpaca")
