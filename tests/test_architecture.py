@@ -31,13 +31,6 @@ TUI_MAY_IMPORT = {
 SERVICE_ONLY = {"runner.launcher", "runner.control", "runner.watch", "runner.rundir", "runner.train"}
 
 
-# Circles in modules other changes of issue 13 rework (data rows -> tokens; the training pieces).
-# Remove an entry when its circle is gone; never add one.
-KNOWN_CIRCLES = {
-    frozenset({"runner.data", "runner.data.cache"}),
-}
-
-
 def _module(path: Path) -> str:
     rel = path.relative_to(ROOT).with_suffix("")
     parts = list(rel.parts)
@@ -137,7 +130,7 @@ def test_the_import_graph_is_read_from_the_source():
 
 
 def test_no_import_circle_in_runner_or_tui():
-    found = [sorted(c) for c in circles(graph()) if frozenset(c) not in KNOWN_CIRCLES]
+    found = [sorted(c) for c in circles(graph())]
     assert not found, f"import circles: {found}"
 
 

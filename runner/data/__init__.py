@@ -243,8 +243,10 @@ def prepare(data_spec, tokenizer, template: str, seed: int, stage: str | None = 
             "spec": data_spec.model_dump(mode="json", exclude={"cache"}), "seed": seed, "stage": stage,
             "tokenizer": cache.tokenizer_fingerprint(tokenizer), "template": template,
         })
-        hit = cache.load(key)
-        if hit is not None:
+        cached = cache.load(key)
+        if cached is not None:
+            train, evals, report, kind = cached
+            hit = Prepared(train, evals, report, kind=kind, cache_hit=True)
             hit.warnings = apply_policy(hit.report, data_spec)
             return hit
 

@@ -115,10 +115,10 @@ def save(key: str, prepared) -> Path:
 
 
 def load(key: str):
-    """The cached Prepared for a key, or None (missing or unreadable entries are misses)."""
+    """(train, eval, report, kind) cached under a key, or None (missing or unreadable entries are
+    misses). The caller (data.tokenize_for) builds its Prepared from them: the cache stays below it."""
     import numpy as np
 
-    from . import Prepared
     from .report import DataReport
 
     folder = data_cache_root() / key
@@ -128,6 +128,6 @@ def load(key: str):
             arrays = {k: z[k] for k in z.files}
         train = _unpack(arrays, "train", meta["train_sources"])
         evals = _unpack(arrays, "eval", meta["eval_sources"])
-        return Prepared(train, evals, DataReport.from_dict(meta["report"]), kind=meta["kind"], cache_hit=True)
+        return train, evals, DataReport.from_dict(meta["report"]), meta["kind"]
     except (OSError, ValueError, KeyError):
         return None
