@@ -22,9 +22,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def shared(name: str) -> Path:
+    """A real data set from ../shared/data; its absence fails the test loudly (a skip would hide
+    that CI tested nothing with real data)."""
     path = SHARED_DATA / name
     if not path.is_file():
-        pytest.skip(f"{path} is not present (the shared data sets live beside the checkout)")
+        pytest.fail(f"missing test data {path}: the shared data sets live in ../shared/data beside the "
+                    "checkout (set TUNEFORGE_SHARED_DATA to their folder)", pytrace=False)
     return path
 
 
