@@ -31,6 +31,17 @@ def shared(name: str) -> Path:
     return path
 
 
+def require_tools(*names: str) -> None:
+    """Programs the terminal tests drive (tmux, ssh, sshd): `scripts/setup.sh --test` installs them,
+    so their absence is a broken test set-up and fails loudly instead of skipping."""
+    import shutil
+
+    missing = [n for n in names if not (shutil.which(n) or (n == "sshd" and Path("/usr/sbin/sshd").exists()))]
+    if missing:
+        pytest.fail(f"{', '.join(missing)} not found: bash scripts/setup.sh --test installs them as root "
+                    "(apt-get install tmux openssh-server openssh-client)", pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """The embedded SmolLM2-135M-Instruct as a Hugging Face folder (converted from its GGUF)."""

@@ -277,13 +277,13 @@ Box().run()
 def test_enter_sends_and_ctrl_j_adds_a_line_in_a_real_terminal(tmp_path):
     """The bytes a terminal really sends (inside tmux): Enter is \\r, ctrl+j is \\n."""
     import os
-    import shutil
     import subprocess
     import sys
     import time
 
-    if shutil.which("tmux") is None:
-        pytest.skip("tmux is not installed")
+    from conftest import require_tools
+
+    require_tools("tmux")
     script, out = tmp_path / "box.py", tmp_path / "sent.txt"
     script.write_text(BOX_APP)
     session = f"tf-chat-keys-{os.getpid()}"
