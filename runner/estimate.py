@@ -35,14 +35,14 @@ CKPT_ACT_FACTOR = 0.12  # activations kept with gradient checkpointing (layer in
 # trainable weight for the weight gradients (checkpointing repeats the forward); the decoder's linear
 # layers see every token, the output head only the labelled positions (speed.label_positions_loss).
 # EFFICIENCY = the rate training reaches / the matmul rate matmul_flops() measures in that precision.
-# fp32, measured on a 2-core AMD EPYC (AVX2, no bf16) with SmolLM2-135M, fp32, in CPU seconds (the
-# machine was shared, so wall time said little), the 1024^2 matmul at 73-90 GFLOP/s per CPU second,
-# AdamW's time taken off first:  LoRA b4 x <=140 tokens (3 steps) 0.67;  full b2 x 128 (6 steps) 0.87;
-# LoRA b4 x 256 (6 steps) 0.70 and 1.16 in two runs;  the quickstart's data (10 steps) 1.05;  and the
-# issue's report (quickstart, 2 threads, wall) 0.57. 0.8 keeps each within ±30% (the former 0.45 for
-# every precision put the quickstart's epoch at 1.4-2.8x its measured time).
-# bf16/fp16: 0.45 kept from the earlier calibration on native-bf16 CPUs and CUDA (not measurable on
-# an fp32-only CPU, which emulates bf16 at 0.7 GFLOP/s and so never trains in it: device.choose).
+# Measured with SmolLM2-135M on a shared 2-core AMD EPYC (Zen 4: AVX-512 with avx512_bf16), in CPU
+# seconds (wall time there depended on the other users), the 1024^2 matmul at 73-90 GFLOP/s fp32 and
+# 190 GFLOP/s bf16 per CPU second, AdamW's time taken off first:
+#   fp32: LoRA b4 x <=140 tokens (3 steps) 0.67 and 0.75 in two runs; LoRA b4 x <=256 (6 steps) 0.70;
+#         full b2 x 128 (6 steps) 0.87 and 0.90; the report (2-core AVX2-only EPYC, quickstart,
+#         2 threads, wall) 0.57. 0.8 keeps each within ±30% (the former 0.45 put fp32 epochs at 1.4-1.8x).
+#   bf16: LoRA b4 x <=140 tokens 0.50, so the earlier 0.45 (native-bf16 CPUs and CUDA) stays. A CPU
+#         without native bf16 emulates it (0.7 GFLOP/s) and never trains in it: device.choose.
 EFFICIENCY = {"fp32": 0.8, "bf16": 0.45, "fp16": 0.45}
 # One AdamW step on CPU per trainable parameter (memory-bound): 0.58 s for 134.5M fp32 parameters on
 # the machine above: a fifth of a full fine-tune's time at batch 2 x 128, nothing for LoRA.
