@@ -71,6 +71,26 @@ def tiny_model_dir(smollm2_dir, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def quickstart_run(tmp_path_factory) -> Path:
+    """recipes/quickstart.yaml trained for real on SmolLM2 with `tuneforge train` (it learns 'I am
+    Forge'): the one real-weights training of the suite, shared by the tests that chat with it.
+
+    ~70 s on an idle 2-core CPU. OMP_WAIT_POLICY=PASSIVE because this machine is shared: spinning
+    OpenMP threads made the same training ~3x slower under load (measured 20 vs 65 tokens/s).
+    """
+    import subprocess
+
+    runs = tmp_path_factory.mktemp("quickstart-runs")
+    done = subprocess.run(
+        [sys.executable, "-m", "tuneforge.runner.cli", "train", str(ROOT / "recipes" / "quickstart.yaml"),
+         f"output.runs_dir={runs}", "--progress", "plain"],
+        capture_output=True, text=True, timeout=1200, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return runs / "quickstart"
+
+
 @pytest.fixture
 def run_cli(tmp_path):
     """Run `tuneforge ARGS` as a real subprocess in tmp_path; returns CompletedProcess."""
