@@ -33,7 +33,7 @@ CKPT_ACT_FACTOR = 0.12  # activations kept with gradient checkpointing (layer in
 
 # Time. FLOPs per token: 2 per weight used forward, 2 more backward for the input gradients and 2 per
 # trainable weight for the weight gradients (checkpointing repeats the forward); the decoder's linear
-# layers see every token, the output head only the labelled positions (speed.label_positions_loss).
+# layers see every token, the output head only the labelled positions (head_loss.label_positions_loss).
 # EFFICIENCY = the rate training reaches / the matmul rate matmul_flops() measures in that precision.
 # Measured with SmolLM2-135M on a shared 2-core AMD EPYC (Zen 4: AVX-512 with avx512_bf16), in CPU
 # seconds (wall time there depended on the other users), the 1024^2 matmul at 73-90 GFLOP/s fp32 and
@@ -190,8 +190,7 @@ def available_memory(device: str) -> int:
 
 
 def matmul_flops(dtype: str = "bf16", size: int = 1024, seconds: float = 0.3, device: str = "cpu") -> float:
-    """Measured dense matmul rate (FLOP/s) of this machine in the given precision, with the threads
-    this process has (training's own)."""
+    """Measured dense matmul rate (FLOP/s) of this machine (or GPU) in the given precision."""
     import time
 
     import torch
@@ -206,7 +205,7 @@ def matmul_flops(dtype: str = "bf16", size: int = 1024, seconds: float = 0.3, de
     while time.perf_counter() - t0 < seconds:
         a @ b
         n += 1
-    sync()
+        sync()
     return 2 * size**3 * n / (time.perf_counter() - t0)
 
 
