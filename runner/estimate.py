@@ -4,7 +4,8 @@ Reads the model's config.json (runner/model_config.py) and the weights' file siz
 sample of the data for its length distribution (data.tokenize_for), and adds up what a training step holds at its peak: weights, gradients,
 optimizer states, activations (per layer and the logits, the largest term for small models with
 big vocabularies) and the runtime itself. On CPU the figure is peak RSS; on CUDA, GPU memory.
-The constants were fitted to measured peaks (tests/test_estimate.py keeps them honest: ±30%).
+The time per epoch counts FLOPs per token at a measured matmul rate. The constants were fitted
+to measured peaks and epoch times (tests/test_estimate.py keeps both honest: ±30%).
 """
 
 from __future__ import annotations
@@ -28,6 +29,23 @@ LABELLED_SHARE = 0.5
 # batch x heads x length^2 elements per layer, ~7.6 bytes each measured (fp32 softmax + bf16 copies)
 ATTN_SCORE_BYTES = 8
 CKPT_ACT_FACTOR = 0.12  # activations kept with gradient checkpointing (layer inputs + one layer's worth)
+
+# Time. FLOPs per token: 2 per weight used forward, 2 more backward for the input gradients and 2 per
+# trainable weight for the weight gradients (checkpointing repeats the forward); the decoder's linear
+# layers see every token, the output head only the labelled positions (head_loss.label_positions_loss).
+# EFFICIENCY = the rate training reaches / the matmul rate matmul_flops() measures in that precision.
+# Measured with SmolLM2-135M on a shared 2-core AMD EPYC (Zen 4: AVX-512 with avx512_bf16), in CPU
+# seconds (wall time there depended on the other users), the 1024^2 matmul at 73-90 GFLOP/s fp32 and
+# 190 GFLOP/s bf16 per CPU second, AdamW's time taken off first:
+#   fp32: LoRA b4 x <=140 tokens (3 steps) 0.67 and 0.75 in two runs; LoRA b4 x <=256 (6 steps) 0.70;
+#         full b2 x 128 (6 steps) 0.87 and 0.90; the issue's report (2-core AVX2-only EPYC, quickstart,
+#         2 threads, wall) 0.57. 0.8 keeps each within ±30% (the former 0.45 put fp32 epochs at 1.4-1.8x).
+#   bf16: LoRA b4 x <=140 tokens 0.50, so the earlier 0.45 (native-bf16 CPUs and CUDA) stays. A CPU
+#         without native bf16 emulates it (0.7 GFLOP/s) and never trains in it: device.choose.
+EFFICIENCY = {"fp32": 0.8, "bf16": 0.45, "fp16": 0.45}
+# One AdamW step on CPU per trainable parameter (memory-bound): 0.58 s for 134.5M fp32 parameters on
+# the machine above: a fifth of a full fine-tune's time at batch 2 x 128, nothing for LoRA.
+OPTIMIZER_SECONDS_PER_PARAM = 4.3e-9
 
 
 @dataclass
@@ -282,11 +300,14 @@ def estimate(recipe, lengths: list[int] | None = None, n_examples: int | None = 
     real_tokens = int(sum(lengths) / max(len(lengths), 1) * n_examples)
     seconds = None
     if lengths:
-        rate = flops if flops is not None else matmul_flops(precision if precision != "fp16" or cuda else "fp32")
+        rate = flops if flops is not None else matmul_flops(precision, device=device)
         computed = tokens / batch * n_examples if batch else real_tokens
-        train_frac = trainable / shape.params
-        flop_per_token = 2 * shape.params * (2 + train_frac) + (2 * shape.params if ckpt else 0)
-        seconds = computed * flop_per_token / (rate * 0.45)  # ~45% of peak matmul rate on real models
+        used = shape.linear_params + shape.vocab * shape.hidden * share  # weights each token meets
+        flop_per_token = 2 * used * (2 + trainable / shape.params) + (2 * used if ckpt else 0)
+        seconds = computed * flop_per_token / (rate * EFFICIENCY[precision])
+        if not cuda:
+            steps = -(-n_examples // (batch * recipe.train.grad_accum)) if batch else 0
+            seconds += steps * trainable * OPTIMIZER_SECONDS_PER_PARAM
     return Estimate(weights, gradients, optimizer, act, runtime_bytes, peak, avail, fits, seconds,
                     real_tokens, ckpt, advice)
 

@@ -7,7 +7,6 @@ air-gapped server never hangs or dies on it), MLflow in runs/<name>/mlruns unles
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import socket
@@ -41,13 +40,18 @@ def _reachable(host_port: tuple[str, int], timeout: float = 3.0) -> bool:
 
 
 def check_installed(names: list[str]) -> None:
-    """Fail before any model loading when a listed tracker's package is missing."""
+    """Fail before any model loading when a listed tracker's package is missing or does not import
+    (a half-installed one, e.g. a dependency missing, would otherwise fail inside the Trainer)."""
+    import importlib
+
     for name in names:
-        if importlib.util.find_spec(PACKAGES[name]) is None:
+        try:
+            importlib.import_module(PACKAGES[name])
+        except ImportError as exc:
             raise TuneforgeError(
-                f"report_to lists '{name}' but the '{PACKAGES[name]}' package is not installed",
+                f"report_to lists '{name}' but the '{PACKAGES[name]}' package is not installed or does not import ({exc})",
                 f"pip install {PACKAGES[name]}   (or remove '{name}' from report_to)",
-            )
+            ) from exc
 
 
 def setup_trackers(names: list[str], run: rundir.RunDir, say) -> list[str]:
@@ -69,6 +73,9 @@ def setup_trackers(names: list[str], run: rundir.RunDir, say) -> list[str]:
                     f"upload later with: wandb sync {run.path}/wandb/offline-run-*")
     if "mlflow" in names and not os.environ.get("MLFLOW_TRACKING_URI"):
         os.environ["MLFLOW_TRACKING_URI"] = (run.path / "mlruns").resolve().as_uri()
+        # mlflow >= 3.x refuses its folder store unless opted in (a database needs sqlalchemy, which
+        # mlflow-skinny lacks); a folder inside the run directory is what this default promises.
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", "tuneforge")
         say(f"mlflow: logging into {run.path / 'mlruns'} (set MLFLOW_TRACKING_URI to use a server)")
     if "tensorboard" in names:

@@ -27,9 +27,9 @@ if [ "${1:-}" = "--test" ]; then
   if [ -n "$need" ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
       (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need >/dev/null) \
-        || echo "warning: could not install$need; the terminal tests will be skipped"
+        || echo "warning: could not install$need; the terminal tests will fail"
     else
-      echo "note: install$need for the terminal (tmux/ssh) tests"
+      echo "note: install$need (as root) or the terminal (tmux/ssh) tests fail"
     fi
   fi
 fi

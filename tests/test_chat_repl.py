@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from chat_helpers import ROOT, tiny_lora_run
+from chat_helpers import tiny_lora_run
 from tuneforge.runner import chat
 from tuneforge.runner.chat_repl import run_repl
 from tuneforge.runner.chat_session import Conversation
@@ -68,31 +68,10 @@ def test_chat_on_a_run_without_weights_fails_fast_with_a_fix(tmp_path, run_cli):
     assert res.stdout == ""
 
 
-@pytest.fixture(scope="session")
-def forge_run(tmp_path_factory):
-    """recipes/quickstart.yaml trained for real on SmolLM2 with `tuneforge train`: it learns 'I am Forge'.
-
-    ~70 s on an idle 2-core CPU. OMP_WAIT_POLICY=PASSIVE because this machine is shared: spinning
-    OpenMP threads made the same training ~3x slower under load (measured 20 vs 65 tokens/s).
-    """
-    import os
-    import subprocess
-    import sys
-
-    runs = tmp_path_factory.mktemp("forge-runs")
-    done = subprocess.run(
-        [sys.executable, "-m", "tuneforge.runner.cli", "train", str(ROOT / "recipes" / "quickstart.yaml"),
-         f"output.runs_dir={runs}", "--progress", "plain"],
-        capture_output=True, text=True, timeout=1200, env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    return runs / "quickstart"
-
-
 @pytest.mark.slow
-def test_piped_chat_answers_with_the_new_identity(forge_run, run_cli):
+def test_piped_chat_answers_with_the_new_identity(quickstart_run, run_cli):
     # No --plain: stdin is a pipe, so tuneforge picks the plain REPL by itself.
-    res = run_cli("chat", str(forge_run), input="Who are you?\n/stats\nWhat is your name?\n", timeout=600)
+    res = run_cli("chat", str(quickstart_run), input="Who are you?\n/stats\nWhat is your name?\n", timeout=600)
     assert res.returncode == 0, res.stderr
     replies = [line for line in res.stdout.splitlines() if line.strip()]
     assert len(replies) == 2 and all("Forge" in r for r in replies), res.stdout

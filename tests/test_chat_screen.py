@@ -110,8 +110,6 @@ async def test_ctrl_c_stops_a_reply_too(base_engine):
 
 
 async def test_quitting_mid_reply_ends_the_generation(base_engine):
-    import time
-
     app = ChatApp("tiny", engine=base_engine)
     base_engine.last_stats = None
     async with app.run_test(size=SIZE) as pilot:
@@ -120,10 +118,7 @@ async def test_quitting_mid_reply_ends_the_generation(base_engine):
         await poll(lambda: app.chat.query(ReplyView) and app.chat.query_one(ReplyView).text.strip() != "", timeout=60)
         assert base_engine.lock.locked()  # generating
         await pilot.press("ctrl+q")
-    deadline = time.monotonic() + 30
-    while base_engine.lock.locked() or base_engine.last_stats is None:
-        assert time.monotonic() < deadline, "generation went on after the app closed"
-        time.sleep(0.02)
+    await poll(lambda: not base_engine.lock.locked() and base_engine.last_stats is not None, timeout=30)
     assert base_engine.last_stats.stopped and base_engine.last_stats.new_tokens < 1500
 
 
@@ -241,8 +236,8 @@ async def test_think_block_is_dimmed_and_folds(base_engine):
         [view] = (await turn.reset({TUNED: "reasoner"})).values()
         for piece in ["<think>", "first add ", "the numbers", "</think>", "**42**"]:
             view.append(piece)
-            await pilot.pause(0.1)
-        await pilot.pause(0.2)
+            await poll(lambda: not view._dirty, timeout=10)  # each piece painted on its own, as it streams
+        await pilot.pause()
         think = view.query_one(".think")
         assert view.has_class("-has-think") and "first add the numbers" in str(think.render())
         assert view.markdown_source == "**42**"
@@ -277,13 +272,13 @@ Box().run()
 def test_enter_sends_and_ctrl_j_adds_a_line_in_a_real_terminal(tmp_path):
     """The bytes a terminal really sends (inside tmux): Enter is \\r, ctrl+j is \\n."""
     import os
-    import shutil
     import subprocess
     import sys
     import time
 
-    if shutil.which("tmux") is None:
-        pytest.skip("tmux is not installed")
+    from conftest import require_tools
+
+    require_tools("tmux")
     script, out = tmp_path / "box.py", tmp_path / "sent.txt"
     script.write_text(BOX_APP)
     session = f"tf-chat-keys-{os.getpid()}"

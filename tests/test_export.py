@@ -59,7 +59,9 @@ def test_merged_export_loads_in_plain_transformers_with_the_same_logits(tiny_run
     assert not (out / "adapter_config.json").exists() and not list(out.glob("*.bin"))
     model, logits = _logits(out, ids)
     assert type(model).__name__ == "LlamaForCausalLM" and model.dtype == torch.float32
-    assert torch.allclose(logits, expected, atol=1e-4), (logits - expected).abs().max()
+    # merged W + s B A against x W + s (x A) B, both fp32 (eps 1.2e-7): other summation orders, whose
+    # rounding differs between AVX2 and AVX-512 kernels; ~1e-6 relative, 1e-4 leaves a wide margin
+    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4)
     tok = AutoTokenizer.from_pretrained(out)
     run_tok = AutoTokenizer.from_pretrained(tiny_run / "adapter")
     assert tok.chat_template == run_tok.chat_template and "### Response:" in tok.chat_template

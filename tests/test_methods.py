@@ -136,7 +136,9 @@ def test_pissa_initialises_from_the_weights_and_saves_a_plain_adapter(tiny_model
     original = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     model.eval()  # no adapter dropout while comparing
     with torch.no_grad():
-        assert torch.allclose(model(input_ids=ids).logits, original(input_ids=ids).logits, atol=1e-4)
+        # PiSSA rewrites each W as W_res + B A (an fp32 SVD, eps 1.2e-7): the same function up to
+        # rounding that AVX2 and AVX-512 kernels accumulate in different orders, ~1e-6 relative here
+        torch.testing.assert_close(model(input_ids=ids).logits, original(input_ids=ids).logits, rtol=1e-4, atol=1e-4)
         for n, p in model.named_parameters():  # stand in for training: move the adapters
             if "lora_" in n:
                 p.add_(torch.randn_like(p) * 0.02)
@@ -144,7 +146,8 @@ def test_pissa_initialises_from_the_weights_and_saves_a_plain_adapter(tiny_model
     methods.save_pretrained(model, tmp_path / "adapter")
     reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tmp_path / "adapter").eval()
     with torch.no_grad():  # the converted adapter applies to the unchanged base model
-        assert torch.allclose(reloaded(input_ids=ids).logits, trained, atol=1e-3)
+        # the saved adapter is converted to plain LoRA (W_res + B A - W, in fp32): rounding again
+        torch.testing.assert_close(reloaded(input_ids=ids).logits, trained, rtol=1e-3, atol=1e-3)
 
 
 def test_loraplus_gives_the_b_matrices_a_larger_learning_rate(tiny_model_dir):

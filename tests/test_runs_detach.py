@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,9 +14,14 @@ import time
 import pytest
 from runs_helpers import status, write_recipe
 
-from conftest import shared
+from conftest import require_tools, shared
 
-pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (scripts/setup.sh --test installs it)")
+
+@pytest.fixture(autouse=True)
+def _tmux():
+    require_tools("tmux")
+
+
 CLI = [sys.executable, "-m", "tuneforge.runner.cli"]
 
 

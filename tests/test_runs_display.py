@@ -99,6 +99,8 @@ def test_dead_run_detection(tmp_path):
         if open(f"/proc/{zombie.pid}/stat").read().split(") ")[1].startswith("Z"):
             break
         time.sleep(0.05)
+    else:
+        raise AssertionError("the child never became a zombie")
     try:
         _fake_run(tmp_path, "alive", "running", os.getpid())
         _fake_run(tmp_path, "gone", "running", gone.pid)

@@ -31,14 +31,17 @@ def test_first_screens_do_not_import_torch(tmp_path):
     code = (
         "import asyncio, sys\n"
         "from tuneforge.tui.app import TuneforgeApp\n"
-        "async def main(start):\n"
+        "async def main(start, screen):\n"
         "    app = TuneforgeApp(start=start)\n"
         "    async with app.run_test(size=(80, 24)) as pilot:\n"
-        "        await pilot.pause(0.3)\n"
+        "        for _ in range(600):\n"  # poll (60 s at most) until the first screen is up
+        "            if type(app.screen).__name__ == screen: break\n"
+        "            await pilot.pause(0.1)\n"
+        "        await pilot.pause()\n"  # its mount handlers have run and started their workers
         "        await app.workers.wait_for_complete()\n"
-        "        await pilot.pause(0.3)\n"
+        "        await pilot.pause()\n"  # and what the workers posted has been handled
         "        print('SCREEN', type(app.screen).__name__)\n"
-        "asyncio.run(main('runs')); asyncio.run(main('new'))\n"
+        "asyncio.run(main('runs', 'RunsScreen')); asyncio.run(main('new', 'ModelStep'))\n"
         "print('HEAVY', [m for m in ('torch', 'transformers', 'peft', 'trl', 'datasets') if m in sys.modules])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)

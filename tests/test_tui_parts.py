@@ -58,6 +58,14 @@ def test_recipe_yaml_writes_paths_relative_to_the_recipe(tmp_path, monkeypatch):
     assert "train.batch_size" in d.check(draft).errors
 
 
+def _only_hit(palette) -> str | None:
+    """The text of the palette's single search result (None while it is still searching)."""
+    from textual.command import CommandList
+
+    hits = palette.query_one(CommandList)
+    return str(hits.get_option_at_index(0).hit.text) if hits.option_count == 1 else None
+
+
 @sync
 async def test_command_palette_starts_a_new_recipe(tmp_path, monkeypatch, smollm2_dir):
     from tuneforge.tui.app import TuneforgeApp
@@ -69,7 +77,7 @@ async def test_command_palette_starts_a_new_recipe(tmp_path, monkeypatch, smollm
         await pilot.press("ctrl+p")
         await wait_for(pilot, lambda: type(app.screen).__name__ == "CommandPalette")
         await pilot.press(*"New recipe")
-        await pilot.pause(0.5)
+        await wait_for(pilot, lambda: _only_hit(app.screen) == "New recipe", 10, "the one matching command")
         await pilot.press("enter")
         await wait_screen(pilot, "ModelStep")
 

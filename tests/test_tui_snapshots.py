@@ -42,12 +42,21 @@ def _app(start="new"):
 
 
 async def _settle(pilot):
-    """Wait for the app's own workers (the file tree's loader runs for ever, so it is skipped)."""
-    for _ in range(2):
-        mine = [w for w in pilot.app.workers if w.group != "_loader"]
-        if mine:
-            await pilot.app.workers.wait_for_complete(mine)
-        await pilot.pause(0.2)
+    """Wait until the app's own workers are done and what they posted is painted (the file tree's
+    loader runs for ever, so it is left out); a finished worker may start another, hence the loop."""
+    app = pilot.app
+
+    def busy():
+        return [w for w in app.workers if w.group != "_loader" and not w.is_finished]
+
+    for _ in range(20):
+        if busy():
+            await wait_for(pilot, lambda: not busy(), 120, "the app's workers")
+        await pilot.wait_for_scheduled_animations()
+        await pilot.pause()
+        if not busy():
+            return
+    raise AssertionError(f"workers never settled: {busy()}")
 
 
 async def _to_step(pilot, index: int):
@@ -76,7 +85,7 @@ async def _still_cursor(pilot):
 
     for inp in pilot.app.screen.query(Input):
         inp.cursor_blink = False
-    await pilot.pause(0.1)
+    await pilot.pause()  # the message queue drained: the still cursor is painted
 
 
 @pytest.mark.parametrize("step", [0, 1, 2, 3, 4], ids=["model", "method", "dataset", "hyper", "review"])
@@ -92,8 +101,10 @@ def test_dataset_examples_snapshot(pinned, snap_compare):
 
     async def run_before(pilot):
         await _to_step(pilot, 2)
-        pilot.app.screen.query_one("#examples").scroll_visible(animate=False)
-        await pilot.pause(0.2)
+        examples = pilot.app.screen.query_one("#examples")
+        examples.scroll_visible(animate=False)
+        await wait_for(pilot, lambda: examples.region.y < 24 and examples.region.height > 0, 10, "examples in view")
+        await pilot.pause()
 
     assert snap_compare(_app(), terminal_size=(80, 24), run_before=run_before)
 

@@ -1,7 +1,8 @@
 """End to end in a real terminal: tmux runs `ssh` to a local sshd, `tuneforge` starts there, the
 wizard is filled with send-keys, a detached (tmux) run starts, and the run finishes.
 
-Needs tmux, ssh and sshd (scripts/setup.sh --test installs them as root); skipped otherwise.
+Needs tmux, ssh and sshd (scripts/setup.sh --test installs them as root): fails without them;
+skipped only when not root (sshd must run as root to log a user in).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import shared
+from conftest import require_tools, shared
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -44,8 +45,7 @@ def _poll(fn, timeout: float, what: str):
 @pytest.fixture
 def sshd(tmp_path):
     """sshd on 127.0.0.1:<free port> with a generated host key, accepting one generated client key."""
-    if not (SSHD and shutil.which("ssh") and shutil.which("ssh-keygen") and shutil.which("tmux")):
-        pytest.skip("needs tmux, ssh and sshd (bash scripts/setup.sh --test installs them as root)")
+    require_tools("tmux", "ssh", "ssh-keygen", "sshd")
     if os.geteuid() != 0:
         pytest.skip("the local sshd is started as root (it logs in the same user)")
     d = tmp_path / "ssh"

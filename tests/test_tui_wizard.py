@@ -40,19 +40,23 @@ async def test_lora_on_embedded_model_writes_a_valid_recipe(in_tmp, run_cli):
 
 
 @sync
-async def test_qlora_writes_a_valid_recipe_when_the_schema_has_it(in_tmp, run_cli):
+async def test_qlora_writes_a_valid_recipe_with_the_lora_and_quantization_settings(in_tmp, run_cli):
     from tuneforge.tui.app import TuneforgeApp
-    from tuneforge.tui.draft import method_choices
 
-    if "qlora" not in method_choices():
-        pytest.skip("the recipe schema on this branch has no 'qlora' method yet (issue 4 adds it)")
+    data = shared("alpaca_en_demo.json")
     app = TuneforgeApp(start="new")
     async with app.run_test(size=(80, 24)) as pilot:
-        await drive_wizard(pilot, str(shared("alpaca_en_demo.json")), method="qlora", name="qlora-demo")
+        await drive_wizard(pilot, str(data), method="qlora", name="qlora-demo")
         await wait_screen(pilot, "RunsScreen")
+    written = yaml.safe_load((in_tmp / "qlora-demo.yaml").read_text())
+    assert written["method"] == "qlora" and written["model"]["name_or_path"] == "smollm2-135m"
     out = run_cli("validate", str(in_tmp / "qlora-demo.yaml"), cwd=in_tmp)
     assert out.returncode == 0, out.stderr
-    assert yaml.safe_load(out.stdout)["method"] == "qlora"
+    resolved = yaml.safe_load(out.stdout)
+    # qlora = LoRA adapters (lora section) on a quantized base (qlora section): both reach the runner.
+    assert resolved["method"] == "qlora" and resolved["name"] == "qlora-demo"
+    assert resolved["qlora"]["bits"] == 4 and resolved["lora"]["r"] == 16
+    assert resolved["data"]["train"][0]["path"] == str(data.resolve())
 
 
 @sync
