@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import shared
+from conftest import require_tools, shared
 from tui_helpers import drive_wizard, screen_text, sync, wait_for, wait_screen
 
 pytestmark = pytest.mark.timeout(300)
@@ -158,10 +157,10 @@ async def test_run_now_opens_exactly_the_run_it_launched_beside_a_same_named_run
     assert earlier.status.read_text() == before and not (earlier.path / "adapter").exists()
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (scripts/setup.sh --test installs it)")
 @sync
 async def test_run_detached_then_stop_from_the_monitor_leaves_a_resumable_run(tiny_model_dir, tmp_path, monkeypatch):
     """The detached launch (tmux here) and a real trainer stopped by the monitor's `s`."""
+    require_tools("tmux")
     from tuneforge.tui.app import TuneforgeApp
 
     monkeypatch.chdir(tmp_path)
