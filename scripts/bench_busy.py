@@ -106,11 +106,9 @@ def run_one(args, workload: str, policy: str, busy: bool, work: Path) -> dict:
         if hog is not None:
             hog.kill()
             hog.wait()
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-    if proc.returncode or line is None:
-        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
-        raise SystemExit(f"{workload}/{policy}/{'busy' if busy else 'alone'} failed (exit {proc.returncode})")
-    out = json.loads(line[7:])
+    from bench_machine import child_result
+
+    out = child_result(proc, f"{workload}/{policy}/{'busy' if busy else 'alone'}")
     print(f"  {workload:5} {policy} {'busy ' if busy else 'alone'}: {out['tokens_per_s']} tokens/s "
           f"({out['torch_threads']} threads, OMP_WAIT_POLICY {out['wait_policy']}; {time.time() - t0:.0f}s)", flush=True)
     return out

@@ -34,3 +34,15 @@ def describe(precision: str, threads: str) -> str:
 
     n = usable_cpus()
     return f"{cpu_model()}, {n} usable CPU{'s' if n != 1 else ''}, {bf16_kind()}; precision {precision}; {threads}"
+
+
+def child_result(proc, what: str) -> dict:
+    """The `RESULT {json}` line a benchmark's measuring child printed; its output and exit otherwise."""
+    import json
+    import sys
+
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if proc.returncode or line is None:
+        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
+        raise SystemExit(f"{what} failed (exit {proc.returncode})")
+    return json.loads(line[7:])

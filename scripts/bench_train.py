@@ -205,11 +205,9 @@ def run_child(kind: str, args, work: Path) -> dict:
            "--max-length", str(args.max_length)]
     t0 = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-    if proc.returncode or line is None:
-        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
-        raise SystemExit(f"{kind} failed (exit {proc.returncode})")
-    out = json.loads(line[7:])
+    from bench_machine import child_result
+
+    out = child_result(proc, kind)
     print(f"  {kind}: {out['real'] / out['train_s']:.0f} real tok/s, peak RSS {out['peak_rss_mb']:.0f} MB, "
           f"eval loss {out['eval_loss']} ({time.time() - t0:.0f}s)", flush=True)
     print("    " + json.dumps(out), flush=True)
