@@ -191,3 +191,21 @@ class LossPlot(TrainerCallback):
 
     def on_train_end(self, args, state, control_, **kw):
         draw_loss_plot(self.run)
+
+
+class FollowCpuLoad(TrainerCallback):
+    """Between steps, lower torch's thread count while other processes use this run's CPUs and raise
+    it again when they stop (threads.LoadFollower): spinning OpenMP threads that wait for a CPU another
+    process holds made training 4-10x slower beside one busy process."""
+
+    def __init__(self, follower, say=None):
+        self.follower, self.say = follower, say or log.info
+
+    def on_step_end(self, args, state, control_, **kw):
+        import torch
+
+        want = self.follower.check()
+        if want is not None and want != torch.get_num_threads():
+            torch.set_num_threads(want)
+            self.say(f"threads: {want} intra-op (other processes use {self.follower.others:.1f} of "
+                     f"{self.follower.budget} CPUs)")

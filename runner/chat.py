@@ -106,6 +106,25 @@ class ChatModel:
     lock: threading.Lock = field(default_factory=threading.Lock)  # one generate per model at a time
     last_stats: Stats | None = None
     _base: "ChatModel | None" = field(default=None, repr=False)
+    _load: object = field(default=None, repr=False)  # threads.LoadFollower on CPU with an automatic count
+
+    def __post_init__(self):
+        if self.device == "cpu":
+            import os
+
+            from . import threads
+
+            policy, _ = threads.plan(os.environ)
+            if policy.follows_load:
+                self._load = threads.LoadFollower(policy.threads, interval=0.5)
+
+    def _follow_cpu_load(self) -> None:
+        """Before a reply: fewer threads while other processes use this machine's CPUs (threads.LoadFollower)."""
+        want = self._load.check() if self._load is not None else None
+        if want is not None:
+            import torch
+
+            torch.set_num_threads(want)
 
     @property
     def chat_template(self) -> str:
@@ -131,6 +150,7 @@ class ChatModel:
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         s = sampling or self.sampling
+        self._follow_cpu_load()
         sent = time.perf_counter()
         enc = {k: v.to(self.device) for k, v in self._encode(messages).items()}
         stats = Stats(prompt_tokens=int(enc["input_ids"].shape[1]))

@@ -191,7 +191,8 @@ def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Rep
         data_collator=packing.collator(tok, packed), optimizers=(methods.make_optimizer(model, recipe, args), None),
         callbacks=[recorder, callbacks.ControlRequests(run, life.state), callbacks.NonFiniteStop(life.state),
                    callbacks.EvaluateLastStep(), callbacks.LossPlot(run),
-                   *trackers.callbacks(getattr(recipe, "report_to", []) or [], run)],
+                   *trackers.callbacks(getattr(recipe, "report_to", []) or [], run),
+                   *([callbacks.FollowCpuLoad(threads.LoadFollower(policy.threads), rep.say)] if policy.follows_load else [])],
     )
     trainer.remove_callback(PrinterCallback)
     result = trainer.train(resume_from_checkpoint=str(life.resume_from) if life.resume_from else None)

@@ -4,7 +4,9 @@ old thread policy and tuneforge's (runner/threads.py), in one run.
 
   old -- no policy: OpenMP's defaults (threads spin-wait at every barrier), torch's default thread
          count (one per core it sees). What training ran with before the policy.
-  new -- tuneforge's policy: OMP_WAIT_POLICY=PASSIVE, threads = usable CPUs (affinity, cgroup quota).
+  new -- tuneforge's policy: threads = usable CPUs (affinity, cgroup quota), fewer while other processes
+         use them (threads.LoadFollower, checked between training steps and before each reply);
+         OMP_WAIT_POLICY=PASSIVE only where a single thread is left.
 
 Training: the quickstart recipe (embedded SmolLM2-135M-Instruct, LoRA, the forge identity data) for
 --steps steps through tuneforge's own `train()`; real tokens/s = tokens trained / training time.
@@ -46,7 +48,9 @@ def _set_policy(policy: str) -> None:
         threads.apply()
         return
 
-    class NoPolicy:  # what train() logs and saves in place of a policy
+    class NoPolicy:  # what train() and the chat engine see in place of a policy
+        follows_load = False
+
         def as_status(self):
             return {"policy": "none"}
 
@@ -54,6 +58,7 @@ def _set_policy(policy: str) -> None:
             return "threads: no policy (OpenMP and torch defaults)"
 
     threads.apply = lambda *a, **k: NoPolicy()
+    threads.plan = lambda *a, **k: (NoPolicy(), {})
 
 
 def _facts() -> dict:
@@ -71,7 +76,7 @@ def measure_train(args, work: Path) -> dict:
     res = train(load_recipe(RECIPE, overrides), progress_mode="plain")
     status = json.loads(res.run.status.read_text())
     fm = status["final_metrics"]
-    return {"tokens_per_s": fm["train_tokens_per_s"], "tokens": fm["tokens_seen"], "precision": status["precision"],
+    return {"tokens_per_s": fm["tokens_per_s"], "tokens": fm["tokens_seen"], "precision": status["precision"],
             **_facts()}
 
 
@@ -122,7 +127,7 @@ def table(results: dict, args) -> tuple[str, str]:
     precisions = sorted({r["precision"] for rs in results.values() for r in rs})
     header = describe(" / ".join(precisions), f"threads: old {'/'.join(map(str, threads_of['old']))} (torch's default, "
                       f"OpenMP spin-waiting), new {'/'.join(map(str, threads_of['new']))} (tuneforge's policy: "
-                      "OMP_WAIT_POLICY=PASSIVE, usable CPUs)")
+                      "usable CPUs, fewer while other processes use them)")
     rows = ["| workload | policy | threads | precision | alone tokens/s | beside 1 busy process | busy / alone |",
             "|---|---|---:|---|---:|---:|---:|"]
     names = {"train": f"training (quickstart recipe, {args.steps} steps)", "chat": f"generation (chat engine, {args.chat_tokens} tokens)"}
@@ -150,8 +155,10 @@ def write_section(path: Path, header: str, text: str, cmd: str, args) -> None:
   of other work: another user's job, preprocessing, a tokenizer in another process).
 - old = no thread policy: OpenMP's defaults (threads spin at every barrier) and torch's default
   thread count, as training ran before runner/threads.py (`tuneforge chat` already set
-  OMP_WAIT_POLICY=PASSIVE). new = the policy every tuneforge process now applies at start.
-- training tokens/s = tokens trained / training time (tuneforge's `train_tokens_per_s`);
+  OMP_WAIT_POLICY=PASSIVE). new = the policy every tuneforge process now applies at start: threads =
+  usable CPUs, lowered between training steps (every 2 s) and before each reply while other processes
+  use those CPUs; the threads column shows the count at the start.
+- training tokens/s = tokens trained / training time (tuneforge's `tokens_per_s`, docs/runs.md);
   generation tokens/s = decoding speed after the first token, greedy.
 - Target on a 2-core machine: busy / alone >= 0.5x with the new policy, and new alone no slower than old.
 

@@ -102,10 +102,14 @@ def _budget(n: int) -> threads.CpuBudget:
     return threads.CpuBudget(n, "affinity", n, None)
 
 
-def test_auto_policy_is_passive_with_usable_cpus_per_local_rank():
+def test_auto_policy_uses_the_usable_cpus_per_local_rank_and_follows_the_load():
     policy, env = threads.plan({}, budget=_budget(4))
-    assert (policy.threads, policy.workers, policy.source) == (4, 4, "affinity")
-    assert env["OMP_WAIT_POLICY"] == "PASSIVE" and env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "4"
+    assert (policy.threads, policy.workers, policy.source, policy.follows_load) == (4, 4, "affinity", True)
+    # several threads keep OpenMP's brief spinning (passive waiting cost 29-37% alone) and follow the load
+    assert "OMP_WAIT_POLICY" not in env and policy.wait_policy == "default"
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "4"
+    one, env1 = threads.plan({}, budget=_budget(1))  # one thread: nothing may spin on the only CPU
+    assert env1["OMP_WAIT_POLICY"] == "PASSIVE" and not one.follows_load
     assert env["RAYON_NUM_THREADS"] == "4"  # the tokenizers' worker pool
     assert threads.plan({"LOCAL_WORLD_SIZE": "2"}, budget=_budget(4))[0].threads == 2
     assert threads.plan({"LOCAL_WORLD_SIZE": "4"}, budget=_budget(2))[0].threads == 1  # at least one
@@ -128,7 +132,12 @@ def test_a_child_recomputes_what_tuneforge_chose_but_keeps_what_the_user_set():
     child, _ = threads.plan(parent, budget=_budget(1))
     assert child.threads == 1 and child.source == "affinity" and child.wait_policy_source == "tuneforge"
     env = threads.child_env({"PATH": "/bin", "MKL_NUM_THREADS": "2"})
-    assert env["OMP_WAIT_POLICY"] == "PASSIVE" and env["MKL_NUM_THREADS"] == "2" and env["PATH"] == "/bin"
+    assert env["MKL_NUM_THREADS"] == "2" and env["PATH"] == "/bin"
+    assert env["OMP_NUM_THREADS"] == str(threads.usable_cpus())
+    # a parent's automatic PASSIVE (it had one CPU) is not passed on to a child with more
+    _, parent1 = threads.plan({}, budget=_budget(1))
+    child, updates = threads.plan(parent1, budget=_budget(2))
+    assert updates["OMP_WAIT_POLICY"] is None and child.wait_policy == "default"
 
 
 @needs_taskset
@@ -141,10 +150,13 @@ def test_the_users_omp_settings_reach_torch():
     assert out.stdout.split() == ["2", "ACTIVE", "OMP_NUM_THREADS"]
 
 
+@needs_taskset
 def test_a_policy_set_after_torch_loaded_says_so():
+    """On one CPU the policy is PASSIVE, which OpenMP reads only when torch loads."""
     code = ("import torch; from tuneforge.runner import threads; p = threads.apply(); "
             "print(p.wait_policy_in_force); print(p.describe())")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=_clean_env())
+    out = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=_clean_env())
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[0] == "False" and "for child processes only" in out.stdout
 
@@ -190,3 +202,42 @@ def test_a_detached_run_launched_under_taskset_runs_one_passive_thread(tiny_mode
     assert st["state"] == "finished", (run / "console.log").read_text()[-3000:]
     t = st["threads"]
     assert (t["torch_threads"], t["source"], t["wait_policy"], t["wait_policy_in_force"]) == (1, "affinity", "PASSIVE", True)
+
+
+def _stat(path, busy: tuple[int, int], idle: tuple[int, int]) -> None:
+    """A /proc/stat with two CPUs: user nice system idle iowait irq softirq steal."""
+    lines = ["cpu  0 0 0 0 0 0 0 0"] + [f"cpu{i} {b} 0 0 {d} 0 0 0 0" for i, (b, d) in enumerate(zip(busy, idle))]
+    path.write_text("\n".join(lines + ["intr 0", "ctxt 0"]) + "\n")
+
+
+def test_the_load_follower_gives_other_processes_their_cpus_back(tmp_path):
+    """Two CPUs; another process keeps one busy for 2 s while this one uses 0.9 CPU-seconds."""
+    stat, clock, own = tmp_path / "stat", [100.0], [5.0]
+    _stat(stat, busy=(1000, 1000), idle=(0, 0))
+    f = threads.LoadFollower(2, cpus={0, 1}, stat_path=stat, interval=2.0, clock=lambda: clock[0], own_cpu=lambda: own[0])
+    f.hz = 100
+    assert f.check() is None  # not a whole interval yet
+    clock[0], own[0] = 102.0, 5.9
+    _stat(stat, busy=(1000 + 200, 1000 + 90), idle=(0, 110))  # 2.9 CPU-s busy, 0.9 of it ours
+    assert f.check() == 1 and abs(f.others - 1.0) < 1e-9
+    clock[0], own[0] = 104.0, 9.8  # the other process ended: ours used both CPUs
+    _stat(stat, busy=(1200 + 195, 1090 + 195), idle=(5, 115))
+    assert f.check() == 2 and f.others < 0.1
+    # CPUs outside this process's affinity never count
+    g = threads.LoadFollower(1, cpus={0}, stat_path=stat, interval=0.0, clock=lambda: clock[0], own_cpu=lambda: own[0])
+    assert g.check() in (None, 1)
+
+
+def test_the_load_follower_sees_a_real_busy_process():
+    budget = threads.usable_cpus()
+    follower = threads.LoadFollower(budget, interval=1.0)
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        want = None
+        while want is None:
+            want = follower.check()
+    finally:
+        hog.kill()
+        hog.wait()
+    assert follower.others > 0.6  # the busy loop holds about one CPU
+    assert want == max(1, budget - 1)
