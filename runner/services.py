@@ -24,7 +24,7 @@ from . import control, rundir
 from .errors import TuneforgeError
 from .recipe import Recipe, recipe_to_yaml
 from .recipe import load_recipe as _load_recipe
-from .watch import ACTIVE
+from .watch import ACTIVE, TextTail
 
 HOWS = ("foreground", "detached", "background")
 PROGRESS_MODES = ("auto", "rich", "plain")
@@ -69,25 +69,6 @@ def check_progress(progress: str) -> None:
 # A run
 
 
-class _TextTail:
-    """New whole lines of a growing text file."""
-
-    def __init__(self, path: Path):
-        self.path, self.pos = path, 0
-
-    def read_new(self, final: bool = False) -> str:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.pos)
-                data = f.read()
-        except OSError:
-            return ""
-        if not final:
-            data = data[: data.rfind(b"\n") + 1]
-        self.pos += len(data)
-        return data.decode("utf-8", "replace")
-
-
 @dataclass
 class RunHandle:
     """One run directory and, when this process started it, how: launcher, pid, tmux session."""
@@ -130,7 +111,7 @@ class RunHandle:
     def new_log(self, final: bool = False) -> str:
         """train.log text written since the last call (whole lines unless final)."""
         if self._log is None:
-            self._log = _TextTail(self.run.log)
+            self._log = TextTail(self.run.log)
         return self._log.read_new(final)
 
     def console_text(self, limit: int = 4000) -> str:

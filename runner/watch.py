@@ -47,6 +47,25 @@ class JsonlTail:
         return out
 
 
+class TextTail:
+    """New text of a growing file: whole lines only unless `final` (the writer may be mid-line)."""
+
+    def __init__(self, path: Path):
+        self.path, self.pos = path, 0
+
+    def read_new(self, final: bool = False) -> str:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.pos)
+                data = f.read()
+        except OSError:
+            return ""
+        if not final:
+            data = data[: data.rfind(b"\n") + 1]
+        self.pos += len(data)
+        return data.decode("utf-8", "replace")
+
+
 def _ts(iso: str | None) -> float | None:
     try:
         return datetime.fromisoformat(iso).timestamp() if iso else None
@@ -155,21 +174,12 @@ def watch(run: rundir.RunDir, mode: str = "auto", interval: float = 1.0, out: Te
 def logs(run: rundir.RunDir, follow: bool = False, interval: float = 0.5, out: TextIO | None = None) -> None:
     """Print train.log; with follow, keep printing new lines until the run ends."""
     out = out or sys.stdout
-    pos = 0
+    tail = TextTail(run.log)
 
     def pump(final: bool = False) -> None:
-        nonlocal pos
-        try:
-            with open(run.log, "rb") as f:
-                f.seek(pos)
-                data = f.read()
-        except FileNotFoundError:
-            return
-        if follow and not final:  # only whole lines while the file grows
-            data = data[: data.rfind(b"\n") + 1]
-        pos += len(data)
-        if data:
-            out.write(data.decode("utf-8", "replace"))
+        text = tail.read_new(final=final or not follow)
+        if text:
+            out.write(text)
             out.flush()
 
     pump()
@@ -180,4 +190,4 @@ def logs(run: rundir.RunDir, follow: bool = False, interval: float = 0.5, out: T
         pump(final=True)
 
 
-__all__ = ["JsonlTail", "ending_line", "list_runs", "logs", "plain_line", "summary", "watch"]
+__all__ = ["JsonlTail", "TextTail", "ending_line", "list_runs", "logs", "plain_line", "summary", "watch"]

@@ -124,6 +124,15 @@ async def test_dead_runs_are_shown_dead_and_stop_asks_through_the_control_file(f
             proc.kill()
 
 
+async def launch_from_wizard(pilot, app, model_dir, name, max_steps, max_samples, finish):
+    """Fill the wizard (alpaca demo data, the tiny model), finish with `finish` (ctrl+r: run now, ctrl+t:
+    detached) and return the monitor it opens with the run handle it holds."""
+    await drive_wizard(pilot, str(shared("alpaca_en_demo.json")), model=str(model_dir), max_steps=max_steps,
+                       max_samples=max_samples, name=name, finish=finish)
+    await wait_screen(pilot, "MonitorScreen")
+    return app.screen, app.screen.handle
+
+
 @sync
 async def test_run_now_opens_exactly_the_run_it_launched_beside_a_same_named_run(tiny_model_dir, tmp_path, monkeypatch):
     """An earlier run 'now' that started a moment ago used to fool the monitor's start-time guess;
@@ -139,11 +148,7 @@ async def test_run_now_opens_exactly_the_run_it_launched_beside_a_same_named_run
     before = earlier.status.read_text()
     app = TuneforgeApp(start="new")
     async with app.run_test(size=(80, 24)) as pilot:
-        await drive_wizard(pilot, str(shared("alpaca_en_demo.json")), model=str(tiny_model_dir), max_steps="2",
-                           max_samples="8", name="now", finish="ctrl+r")
-        await wait_screen(pilot, "MonitorScreen")
-        monitor = app.screen
-        handle = monitor.handle
+        monitor, handle = await launch_from_wizard(pilot, app, tiny_model_dir, "now", "2", "8", "ctrl+r")
         assert handle.path == (tmp_path / "runs" / "now-2").resolve()  # known at once, no guess
         assert (handle.path / "recipe.yaml").is_file() and handle.launcher == "setsid"
         assert handle.pid not in (None, os.getpid())
@@ -168,11 +173,7 @@ async def test_run_detached_then_stop_from_the_monitor_leaves_a_resumable_run(ti
     app = TuneforgeApp(start="new")
     try:
         async with app.run_test(size=(80, 24)) as pilot:
-            await drive_wizard(pilot, str(shared("alpaca_en_demo.json")), model=str(tiny_model_dir), max_steps="400",
-                               max_samples="64", name="far", finish="ctrl+t")
-            await wait_screen(pilot, "MonitorScreen")
-            monitor = app.screen
-            handle = monitor.handle
+            monitor, handle = await launch_from_wizard(pilot, app, tiny_model_dir, "far", "400", "64", "ctrl+t")
             assert handle.path == (tmp_path / "runs" / "far").resolve()
             assert handle.launcher == "tmux" and handle.tmux_session == "tf-far"
             await wait_for(pilot, lambda: monitor.state == "running" and (monitor.last.get("step") or 0) >= 1, 180,
