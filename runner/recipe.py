@@ -19,8 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from . import recipe_io
 from .errors import RecipeError
-from .recipe_io import CHAT_TEMPLATES, data_check, file_problem, looks_like_local_model, model_check, registry_check, resolve_path, template_check
+from .recipe_io import CHAT_TEMPLATES, data_check, file_problem, looks_like_local_model, model_check, registry_check, resolve_path, run_check, template_check
 from .recipe_io import parse_override  # noqa: F401 - part of this module's API (the wizard types values with it)
+from .recipe_stages import STAGE_HELP, DpoSpec, KtoSpec, OrpoSpec, PtSpec, RmSpec, SimpoSpec, Stage, stage_problems
 
 RECIPE_VERSION = 1
 
@@ -40,6 +41,12 @@ class ModelSpec(StrictModel):
     trust_remote_code: bool = Field(
         False, description="Run Python code shipped with a hub model. Only set this for models you trust."
     )
+    from_run: str | None = Field(
+        None,
+        description="Start from an earlier run's result (e.g. runs/my-sft before DPO): its base model with its "
+        "adapter merged in, so this run's method (a new adapter for lora) trains on top. name_or_path is then "
+        "taken from that run. The chain is recorded in status.json and shown by the review step.",
+    )
     chat_template: str = Field(
         "auto",
         description="Chat template: 'auto' uses the tokenizer's own template (or chatml when it has none); "
@@ -51,6 +58,11 @@ class ModelSpec(StrictModel):
     def _local_model_exists(cls, v: str, info: ValidationInfo) -> str:
         base = (info.context or {}).get("base_dir")
         return file_problem(v, info, model_check) if base and looks_like_local_model(v, base) else v
+
+    @field_validator("from_run")
+    @classmethod
+    def _run_exists(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return file_problem(v, info, run_check)
 
     @field_validator("chat_template")
     @classmethod
@@ -256,7 +268,10 @@ class Recipe(StrictModel):
         None, description="Run name: the run directory is <runs_dir>/<name>. Default: a timestamp."
     )
     seed: int = Field(42, description="Random seed for data order, initialisation and dropout.")
-    stage: Literal["sft"] = Field("sft", description="Training stage: 'sft' (supervised fine-tuning).")
+    stage: Stage = Field(
+        "sft", description="Training stage: " + "; ".join(f"'{k}' {v}" for k, v in STAGE_HELP.items())
+        + ". Each stage has its own options block (dpo:, kto:, ...); see docs/stages.md.",
+    )
     method: Literal["full", "freeze", "lora", "qlora"] = Field(
         "lora", description="'lora' trains small adapters on a frozen model; 'qlora' does that on a 4/8-bit base "
         "(least memory); 'freeze' trains only some layers; 'full' trains every weight. See docs/methods.md.",
@@ -267,6 +282,12 @@ class Recipe(StrictModel):
     freeze: FreezeSpec = Field(default_factory=FreezeSpec, description="Which layers train (method: freeze).")
     full: FullSpec = Field(default_factory=FullSpec, description="Optimizer for the methods that train base weights (full, freeze).")
     speed: SpeedSpec = Field(default_factory=SpeedSpec, description="Throughput: length grouping, packing, checkpointing, compile.")
+    pt: PtSpec = Field(default_factory=PtSpec, description="Continued pre-training options (stage: pt).")
+    rm: RmSpec = Field(default_factory=RmSpec, description="Reward-model options (stage: rm).")
+    dpo: DpoSpec = Field(default_factory=DpoSpec, description="DPO options (stage: dpo).")
+    kto: KtoSpec = Field(default_factory=KtoSpec, description="KTO options (stage: kto).")
+    orpo: OrpoSpec = Field(default_factory=OrpoSpec, description="ORPO options (stage: orpo).")
+    simpo: SimpoSpec = Field(default_factory=SimpoSpec, description="SimPO options (stage: simpo).")
     data: DataSpec = Field(..., description="Training and evaluation data.")
     train: TrainSpec = Field(default_factory=TrainSpec, description="Optimisation settings.")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
@@ -327,6 +348,7 @@ def combination_problems(recipe) -> list[str]:
     if recipe.method == "freeze" and recipe.freeze.layers == 0 and not recipe.freeze.modules:
         out.append("method 'freeze' with freeze.layers 0 and no freeze.modules trains nothing "
                    "— fix: set freeze.layers (e.g. 2) or freeze.modules (e.g. [lm_head])")
+    out += stage_problems(recipe)
     if recipe.speed.packing is True and recipe.speed.torch_compile:
         out.append("speed.packing gives every batch a new length, so torch_compile would recompile at every step "
                    "— fix: turn off one of speed.packing or speed.torch_compile")
@@ -347,6 +369,11 @@ def resolve_paths(recipe: Recipe, base_dir: Path) -> Recipe:
     name = recipe.model.name_or_path
     if looks_like_local_model(name, base_dir):
         recipe.model.name_or_path = resolve_path(name, base_dir)
+    if recipe.model.from_run:
+        recipe.model.from_run = resolve_path(recipe.model.from_run, base_dir)
+    for ref in (recipe.dpo.reference, recipe.kto.reference):
+        if ref.model and looks_like_local_model(ref.model, base_dir):
+            ref.model = resolve_path(ref.model, base_dir)
     tpl = recipe.model.chat_template
     if tpl not in ("auto", *CHAT_TEMPLATES):
         recipe.model.chat_template = resolve_path(tpl, base_dir)

@@ -191,6 +191,16 @@ def model_check(p: Path, base: Path) -> str | None:
     return None if p.exists() else f"model path '{p}' does not exist — fix: check the path (relative to the recipe's folder)"
 
 
+def run_check(p: Path, base: Path) -> str | None:
+    """model.from_run: a finished run directory with final weights (adapter/ or model/)."""
+    if not p.is_dir():
+        return f"run directory '{p}' does not exist — fix: give the folder of an earlier run, e.g. runs/my-sft"
+    if not ((p / "adapter").is_dir() or (p / "model").is_dir()):
+        return (f"run '{p}' has no final weights (adapter/ or model/) — fix: let it finish, or resume it "
+                "with 'tuneforge resume'")
+    return None
+
+
 def template_check(p: Path, base: Path) -> str | None:
     return None if p.is_file() else (f"chat template file '{p}' does not exist — fix: use auto, one of "
                                      f"{', '.join(CHAT_TEMPLATES)}, or a path to a .jinja file")

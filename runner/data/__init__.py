@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import DataError
+from ..recipe_stages import STAGE_KINDS
 from .formats import Mapping, RowError, convert, detect_layout
 from .report import DataReport
 from .schema import Example
@@ -25,8 +26,6 @@ __all__ = ["DataReport", "Example", "Prepared", "Tokenized", "apply_policy", "ch
            "prepare", "read_rows", "tokenize", "tokenize_for", "tokenizer_for"]
 
 log = logging.getLogger("tuneforge")
-STAGE_KINDS = {"sft": {"conversation", "text"}, "pt": {"text"}, "dpo": {"preference"}, "kto": {"feedback"},
-               "rm": {"preference"}, "orpo": {"preference"}, "simpo": {"preference"}}
 BATCH = 256
 
 
