@@ -25,6 +25,8 @@ TemplateOpt = Annotated[Optional[str], typer.Option("--template", help="Chat tem
 MaxLenOpt = Annotated[Optional[int], typer.Option("--max-length", help="Cut-off length in tokens (default: the recipe's, else 1024).")]
 RegistryOpt = Annotated[Optional[str], typer.Option("--registry", help="A LLaMA-Factory dataset_info.json (or its folder): DATASET is then an entry name.")]
 FormatOpt = Annotated[str, typer.Option("--format", help="Row layout for a data file: auto, alpaca, sharegpt, openai, text.")]
+StageOpt = Annotated[Optional[str], typer.Option("--stage", help="Validate for this training stage: pt, sft, rm, dpo, kto, orpo, simpo (default: the recipe's, else sft).", show_default=False)]
+UnpairOpt = Annotated[bool, typer.Option("--unpair", help="Stage kto: split each chosen/rejected pair into a desirable and an undesirable row (kto.unpair).")]
 
 
 @dataclass
@@ -37,21 +39,29 @@ class Target:
     batch_size: int
     revision: str | None = None
     trust_remote_code: bool = False
+    unpair: bool = False  # kto.unpair
+    concatenate: bool = False  # pt.concatenate
 
 
 def _target(dataset: str, model: str | None, template: str | None, max_length: int | None,
-            registry: str | None = None, fmt: str = "auto") -> Target:
+            registry: str | None = None, fmt: str = "auto", stage: str | None = None, unpair: bool = False) -> Target:
     from pydantic import ValidationError
 
     from .errors import DataError, RecipeError
     from .recipe import DataSpec, DatasetSpec, load_recipe
     from .recipe_io import format_errors
+    from .recipe_stages import STAGES
 
+    if stage is not None and stage not in STAGES:
+        raise DataError(f"--stage '{stage}' is not a stage", f"use one of {', '.join(STAGES)}")
     p = Path(dataset)
     if p.suffix in {".yaml", ".yml"} and not registry:
         rec = load_recipe(p, [f"data.max_length={max_length}"] if max_length else [])
+        stage = stage or rec.stage
         return Target(rec.data, model or rec.model.name_or_path, template or rec.model.chat_template, rec.seed,
-                      rec.stage, rec.train.batch_size, rec.model.revision, rec.model.trust_remote_code)
+                      stage, rec.train.batch_size, rec.model.revision, rec.model.trust_remote_code,
+                      unpair=unpair or (stage == "kto" and rec.kto.unpair),
+                      concatenate=stage == "pt" and rec.pt.concatenate)
     if not registry and not dataset.startswith("hf:") and not os.path.exists(dataset):  # never raises
         raise DataError(f"'{dataset}' is not a recipe, data file or folder",
                         "pass a .yaml recipe, a data file (.json, .jsonl, .csv, .parquet, .txt) or use --registry")
@@ -63,7 +73,9 @@ def _target(dataset: str, model: str | None, template: str | None, max_length: i
         data = DataSpec(train=[spec], max_length=max_length or 1024, shuffle=False)
     except ValidationError as err:
         raise RecipeError(format_errors(err, DataSpec if "DataSpec" in err.title else DatasetSpec), "command line") from None
-    return Target(data, model or "smollm2-135m", template or "auto", 42, None, 8)
+    stage = stage or "sft"
+    return Target(data, model or "smollm2-135m", template or "auto", 42, stage, 8, unpair=unpair and stage == "kto",
+                  concatenate=stage == "pt")  # pt.concatenate's default
 
 
 def _tokenizer(t: Target):
@@ -166,7 +178,13 @@ def _prepare(t: Target):
 
     tok, tpl, tpl_name = _tokenizer(t)
     data = t.data.model_copy(update={"on_bad_rows": "skip"})
-    return tok, tpl_name, tokenize_for(data, tok, tpl, t.seed, stage=t.stage)
+    return tok, tpl_name, tokenize_for(data, tok, tpl, t.seed, stage=t.stage, unpair=t.unpair, concatenate=t.concatenate)
+
+
+def _cuts(r) -> str:
+    """'99 (90 prompt cut from the left, 9 reply cut ...)': truncations by rule."""
+    parts = ", ".join(f"{n} {reason}" for reason, n in sorted(r.cut_totals.items(), key=lambda kv: -kv[1]))
+    return f"{r.truncated} ({parts})" if parts else str(r.truncated)
 
 
 @data_app.command()
@@ -178,6 +196,8 @@ def stats(
     max_length: MaxLenOpt = None,
     registry: RegistryOpt = None,
     fmt: FormatOpt = "auto",
+    stage: StageOpt = None,
+    unpair: UnpairOpt = False,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Batch size for the padding figure (default: the recipe's, else 8).")] = None,
 ) -> None:
     """Rows, token-length percentiles and histogram, bad rows, padding waste at the batch size."""
@@ -186,7 +206,7 @@ def stats(
 
     from .data.stats import histogram, length_stats, padding_waste
 
-    t = _target(dataset, model, template, max_length, registry, fmt)
+    t = _target(dataset, model, template, max_length, registry, fmt, stage, unpair)
     tok, tpl_name, prep = _prepare(t)
     rows = prep.train + prep.eval
     lengths = [len(r.input_ids) for r in rows]
@@ -195,15 +215,20 @@ def stats(
     bs = batch_size or t.batch_size
     console = _console()
     r = prep.report
-    summary = Table(title=f"{dataset} · template: {tpl_name}", show_header=False)
+    summary = Table(title=f"{dataset} · stage: {t.stage} · template: {tpl_name}", show_header=False)
     summary.add_column(justify="left")
     summary.add_column(justify="right")
-    for k, v in [("rows read", r.rows), ("rows used", f"{r.used} ({len(prep.train)} train, {len(prep.eval)} eval)"),
-                 ("bad rows", r.bad_count), ("truncated", r.truncated), ("dropped (too long)", r.dropped_long),
-                 ("tokens", f"{s.tokens:,}"), ("trained tokens", f"{s.trained:,} ({s.trained / max(s.tokens, 1):.0%})"),
-                 ("length p50 / p90 / p95 / p99 / max", f"{s.p50} / {s.p90} / {s.p95} / {s.p99} / {s.max}"),
-                 (f"padding waste at batch size {bs}", f"{padding_waste([len(x.input_ids) for x in prep.train], bs):.1%}"),
-                 ("max_length", t.data.max_length)]:
+    lines = [("rows read", r.rows), ("rows used", f"{r.used} ({len(prep.train)} train, {len(prep.eval)} eval)"),
+             ("bad rows", r.bad_count), ("truncated", _cuts(r)), ("dropped (too long)", r.dropped_long)]
+    if r.documents:
+        lines.append(("documents → blocks (pt.concatenate)", f"{r.documents} → {r.blocks}"))
+    if prep.kind == "preference":
+        lines.append(("length = prompt + chosen; prompt p50", str(sorted(x.prompt_len or 0 for x in rows)[len(rows) // 2])))
+    lines += [("tokens", f"{s.tokens:,}"), ("trained tokens", f"{s.trained:,} ({s.trained / max(s.tokens, 1):.0%})"),
+              ("length p50 / p90 / p95 / p99 / max", f"{s.p50} / {s.p90} / {s.p95} / {s.p99} / {s.max}"),
+              (f"padding waste at batch size {bs}", f"{padding_waste([len(x.input_ids) for x in prep.train], bs):.1%}"),
+              ("max_length", t.data.max_length)]
+    for k, v in lines:
         summary.add_row(k, str(v))
     console.print(summary)
 
@@ -225,8 +250,22 @@ def stats(
         reply = tok.decode([i for i in x.labels if i != -100][:48]).replace("\n", " ")
         longest.add_row(x.source, str(len(x.input_ids)), reply)
     console.print(longest)
+    if r.placeholders:
+        console.print(r.placeholder_warning(), style="yellow", soft_wrap=True)
     if r.bad_count:
         console.print(f"{r.bad_count} bad row(s); see: tuneforge data check {dataset}", style="yellow")
+
+
+def _reasons_table(title: str, counts: dict[str, int], first: dict[str, list[str]]):
+    from rich.table import Table
+
+    table = Table(title=title, show_header=True, title_justify="left")
+    table.add_column("reason")
+    table.add_column("rows", justify="right")
+    table.add_column("first rows")
+    for reason, total in sorted(counts.items(), key=lambda kv: -kv[1]):
+        table.add_row(reason, str(total), "\n".join(first[reason][:5]))
+    return table
 
 
 @data_app.command()
@@ -238,33 +277,51 @@ def check(
     max_length: MaxLenOpt = None,
     registry: RegistryOpt = None,
     fmt: FormatOpt = "auto",
+    stage: StageOpt = None,
+    unpair: UnpairOpt = False,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 2 on any bad row, even when training would leave it out.")] = False,
 ) -> None:
-    """Validate every row; print the report (reasons, counts, first rows). Exit 2 when any row is bad."""
-
-    from rich.table import Table
+    """Validate every row for the stage; print counts per reason and the first rows of each.
+    Exit 0 when training would use the data (bad rows it leaves out are listed), 2 when not."""
 
     from .data import apply_policy
     from .errors import TuneforgeError
 
-    t = _target(dataset, model, template, max_length, registry, fmt)
+    t = _target(dataset, model, template, max_length, registry, fmt, stage, unpair)
     _, tpl_name, prep = _prepare(t)
     r = prep.report
     console = _console()
     console.print(f"{r.rows} rows read, {r.used} usable, {r.bad_count} bad, {r.truncated} truncated, "
-                  f"{r.dropped_long} dropped as too long (template: {tpl_name})", soft_wrap=True)
+                  f"{r.dropped_long} dropped as too long (stage: {t.stage}, max_length {t.data.max_length}, "
+                  f"template: {tpl_name})", soft_wrap=True)
+    if r.cut_totals:
+        console.print(_reasons_table("truncated (still used)", r.cut_totals, r.cut))
+    from .data.template import PROMPT_CUT, REPLY_CUT
+
+    if r.cut_totals.get(PROMPT_CUT) or r.cut_totals.get(REPLY_CUT):
+        console.print(f"{r.cut_totals.get(PROMPT_CUT, 0) + r.cut_totals.get(REPLY_CUT, 0)} prompts cut from the left "
+                      f"to fit max_length {t.data.max_length} ({r.cut_totals.get(REPLY_CUT, 0)} of them with a reply "
+                      "cut too, as it alone did not fit)", soft_wrap=True)
+    if r.unpaired:
+        console.print(f"{r.unpaired} pairs split into {2 * r.unpaired} feedback rows (kto.unpair)")
+    if r.documents:
+        console.print(f"{r.documents} documents joined and cut into {r.blocks} blocks of {t.data.max_length} tokens (pt.concatenate)")
+    if r.placeholders:
+        console.print(r.placeholder_warning(), style="bold yellow", soft_wrap=True)
     if r.bad_count:
-        table = Table(show_header=True)
-        table.add_column("reason")
-        table.add_column("rows", justify="right")
-        table.add_column("first rows")
-        for reason, total in sorted(r.bad_totals.items(), key=lambda kv: -kv[1]):
-            table.add_row(reason, str(total), "\n".join(f"{w}: {d}" if d else w for w, d in r.bad[reason][:5]))
-        console.print(table)
+        first = {k: [f"{w}: {d}" if d else w for w, d in v] for k, v in r.bad.items()}
+        console.print(_reasons_table("bad rows (left out)", r.bad_totals, first))
         try:
             apply_policy(r, t.data)
-            verdict = f"training would leave them out (on_bad_rows: {t.data.on_bad_rows})"
         except TuneforgeError:
-            verdict = f"training would stop (on_bad_rows: {t.data.on_bad_rows})"
-        console.print(f"{r.bad_count} bad row(s): {verdict}", style="bold red", soft_wrap=True)
-        raise typer.Exit(2)
-    console.print("all rows are valid", style="bold green")
+            console.print(f"{r.bad_count} bad row(s): training would stop (on_bad_rows: {t.data.on_bad_rows}, "
+                          f"max_bad_fraction {t.data.max_bad_fraction:.0%})", style="bold red", soft_wrap=True)
+            raise typer.Exit(2) from None
+        console.print(f"{r.bad_count} bad row(s): training would leave them out (on_bad_rows: {t.data.on_bad_rows})",
+                      style="bold yellow", soft_wrap=True)
+        if strict:
+            raise typer.Exit(2)
+        console.print(f"usable for stage {t.stage}: {r.used} rows", style="bold green")
+        return
+    console.print("all rows are valid" + (" (see the placeholder warning above)" if r.placeholders else ""),
+                  style="bold green")

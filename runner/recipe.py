@@ -179,6 +179,11 @@ class DataSpec(StrictModel):
         "'warn' leaves them out and prints a warning; 'auto' warns up to max_bad_fraction, errors above.",
     )
     max_bad_fraction: float = Field(0.05, ge=0.0, le=1.0, description="Largest share of bad rows 'auto' accepts.")
+    ignore_media: bool = Field(
+        False,
+        description="Rows with images, videos or audio (an images/videos/audios column or <image> markers) are refused "
+        "until multimodal training exists; true trains their text alone, markers included.",
+    )
     cache: bool = Field(True, description="Reuse tokenized data from the cache when data, tokenizer and options match.")
 
 

@@ -4,26 +4,30 @@
 trainer, `tuneforge data`, the estimator and the wizard's preview all call it (a `sample` of rows
 for the last three), so each sees exactly the tokens and masks training uses. Bad rows are never
 dropped silently: every one lands in the `DataReport` with its file, row number and reason, and
-`on_bad_rows` decides whether they stop the run.
+`on_bad_rows` decides whether they stop the run. Rows of a kind the stage does not train on are bad
+rows too (a whole dataset of them is a DataError with the fix), and unfilled `{{...}}` placeholders
+are a warning in the report and the log.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import DataError
 from ..recipe_stages import STAGE_KINDS
-from .formats import Mapping, RowError, convert, detect_layout
+from .formats import WRONG_KIND, Mapping, RowError, convert, detect_layout
+from .lint import media_problem, placeholders_in, unfilled_placeholders
 from .report import DataReport
 from .schema import Example
 from .sources import file_source, open_source
 from .template import ChatTokenizer, Dropped, Tokenized
 
 __all__ = ["DataReport", "Example", "Prepared", "Tokenized", "apply_policy", "chat_tokenizer", "load_examples", "mix",
-           "prepare", "read_rows", "tokenize", "tokenize_for", "tokenizer_for"]
+           "prepare", "read_rows", "stage_options", "tokenize", "tokenize_for", "tokenizer_for", "unfilled_placeholders"]
 
 log = logging.getLogger("tuneforge")
 BATCH = 256
@@ -40,6 +44,8 @@ class Prepared:
     total: int = -1  # training examples in all (more than len(train) when a sample was tokenized)
     outcomes: list[tuple[Example, Tokenized | RowError]] = field(default_factory=list)  # sample: each row's result
     chat: ChatTokenizer | None = None  # sample: the tokenizer used, for faces that render the text
+    cache_key: str | None = None  # the data cache's key (None with data.cache off or a sample): files kept
+    # beside the tokens (precomputed reference log-probs) use it, so they are never stale either
 
     def __post_init__(self) -> None:
         if self.total < 0:
@@ -63,8 +69,8 @@ def read_rows(path: str) -> list[Any]:
     return [row for _, row in file_source(path).rows()]
 
 
-def load_examples(spec, report: DataReport, source=None) -> list[Example]:
-    """Read one dataset entry into Examples, recording every bad row in the report."""
+def load_examples(spec, report: DataReport, source=None, ignore_media: bool = False) -> list[Example]:
+    """Read one dataset entry into Examples, recording every bad row (and unfilled placeholder) in the report."""
     src = source or open_source(spec)
     rows = []
     for where, row in src.rows():
@@ -88,8 +94,15 @@ def load_examples(spec, report: DataReport, source=None) -> list[Example]:
     for where, row in rows:
         report.rows += 1
         loc = f"{src.label} {where}"
+        filled = _substitute(row, spec.placeholders) if spec.placeholders else row
         try:
-            ex = convert(_substitute(row, spec.placeholders) if spec.placeholders else row, mapping)
+            ex = convert(filled, mapping)
+            names = placeholders_in(filled)
+            if names:
+                report.add_placeholders(names, loc)
+            problem = None if ignore_media else media_problem(filled, ex, mapping.columns)
+            if problem is not None:
+                raise problem
         except RowError as exc:
             report.add_bad(exc.reason, loc, exc.detail)
             continue
@@ -129,7 +142,7 @@ def _record(ex: Example, res: Tokenized | RowError, report: DataReport) -> Token
         report.add_bad(res.reason, ex.source, res.detail)
     else:
         if res.truncated:
-            report.add_truncated(ex.source)
+            report.add_truncated(ex.source, res.cut or "cut to max_length")
         return res
     return None
 
@@ -149,16 +162,73 @@ def chat_tokenizer(data_spec, tokenizer, template: str) -> ChatTokenizer:
                          data_spec.last_turn_only, data_spec.truncation)
 
 
-def _check_kinds(examples: list[Example], stage: str | None) -> str:
-    kinds = sorted({ex.kind for ex in examples})
-    allowed = set(kinds) if stage is None else STAGE_KINDS.get(stage, {"conversation", "text"})
-    wrong = [k for k in kinds if k not in allowed]
-    if wrong:
-        first = next(ex.source for ex in examples if ex.kind in wrong)
-        raise DataError(f"stage '{stage}' trains on {' or '.join(sorted(allowed))} rows, but the data holds "
-                        f"{', '.join(wrong)} rows (the first: {first})",
-                        "use data made for this stage, or set kind: in the dataset entry (e.g. kind: conversation)")
-    return "conversation" if "conversation" in kinds else (kinds[0] if kinds else "conversation")
+PAIR_STAGES = ("rm", "dpo", "orpo", "simpo")
+
+
+def allowed_kinds(stage: str | None, unpair: bool = False) -> set[str] | None:
+    """The row kinds a stage trains on (None: any, for previews); kto.unpair adds pairs."""
+    if stage is None:
+        return None
+    kinds = set(STAGE_KINDS.get(stage, ("conversation", "text")))
+    return kinds | {"preference"} if stage == "kto" and unpair else kinds
+
+
+def kind_fix(stage: str, found: str) -> str:
+    """What to do when a dataset holds only rows of a kind the stage cannot train on."""
+    if stage == "kto" and found == "preference":
+        return "set kto.unpair: true (each pair becomes a desirable and an undesirable row), or stage: dpo"
+    if stage == "kto":
+        return "give rows judged with a true/false label (a 'label' or 'kto_tag' column), or pairs with kto.unpair: true"
+    if stage == "pt":
+        return ('stage pt trains on plain text: use {"text": ...} rows or a .txt file (or format: text with '
+                "columns: {text: <column>} in the dataset entry); for conversations use stage: sft")
+    if stage in PAIR_STAGES and found == "feedback":
+        return f"stage {stage} needs chosen/rejected pairs; for rows with a true/false label use stage: kto"
+    if stage in PAIR_STAGES:
+        return (f"stage {stage} needs chosen/rejected pairs (rows with 'chosen' and 'rejected' replies, e.g. "
+                "dpo_en_demo.json, or a registry entry with ranking: true); for conversations use stage: sft")
+    if found == "preference":
+        return "set kind: conversation in the dataset entry to train on the chosen replies, or stage: dpo"
+    return "use stage: kto for labelled replies, or set kind: conversation in the dataset entry to train on every reply"
+
+
+def keep_kinds(examples: list[Example], label: str, stage: str | None, report: DataReport,
+               unpair: bool = False) -> list[Example]:
+    """The rows the stage trains on; the others are bad rows (file, row, reason). A dataset holding
+    only wrong rows is a mistake in the recipe, not in the rows: a DataError with the fix."""
+    allowed = allowed_kinds(stage, unpair)
+    if allowed is None:
+        return examples
+    keep = [ex for ex in examples if ex.kind in allowed]
+    wrong = [ex for ex in examples if ex.kind not in allowed]
+    want = " or ".join(sorted(allowed))
+    if wrong and not keep:
+        found = sorted({ex.kind for ex in wrong})
+        raise DataError(f"stage '{stage}' trains on {want} rows, but {label} holds only {', '.join(found)} rows "
+                        f"(the first: {wrong[0].source})", kind_fix(stage, found[0]))
+    for ex in wrong:
+        report.add_bad(WRONG_KIND, ex.source, f"a {ex.kind} row; stage {stage} trains on {want} rows")
+    return keep
+
+
+def unpair_rows(examples: list[Example], report: DataReport) -> list[Example]:
+    """kto.unpair: each preference pair becomes a desirable (chosen) and an undesirable (rejected) row."""
+    out = []
+    for ex in examples:
+        if ex.kind != "preference":
+            out.append(ex)
+            continue
+        report.unpaired += 1
+        for reply, label, which in ((ex.chosen, True, "chosen"), (ex.rejected, False, "rejected")):
+            out.append(Example("feedback", ex.messages + [reply], tools=ex.tools, label=label,
+                               source=f"{ex.source} ({which})"))
+    return out
+
+
+def stage_options(recipe) -> dict[str, bool]:
+    """The tokenize_for keywords a recipe's stage asks for (kto.unpair, pt.concatenate)."""
+    return {"unpair": recipe.stage == "kto" and recipe.kto.unpair,
+            "concatenate": recipe.stage == "pt" and recipe.pt.concatenate}
 
 
 def apply_policy(report: DataReport, data_spec) -> list[str]:
@@ -191,44 +261,106 @@ def tokenizer_for(model: str, chat_template: str = "auto", revision: str | None 
 
 
 def tokenize_for(data_spec, tokenizer, template: str, seed: int = 42, stage: str | None = "sft",
-                 sample: int | None = None) -> Prepared:
+                 sample: int | None = None, *, unpair: bool = False, concatenate: bool = False) -> Prepared:
     """The one path from rows to token ids. sample=None: every row, cached, bad-row policy applied
     (training, `tuneforge data stats/check`). sample=n: the first n training examples in training
     order (shuffled by the seed when data.shuffle is on), no cache or policy; `total` counts them
-    all and `outcomes` holds each sampled row's result (the estimator, previews)."""
+    all and `outcomes` holds each sampled row's result (the estimator, previews).
+    unpair (kto.unpair): each pair becomes a desirable and an undesirable feedback row.
+    concatenate (pt.concatenate): text rows are joined, EOS after each, and cut into max_length blocks."""
     if sample is None:
-        return prepare(data_spec, tokenizer, template, seed, stage)
+        return prepare(data_spec, tokenizer, template, seed, stage, unpair=unpair, concatenate=concatenate)
     report = DataReport()
     train_ex, _, kind = _examples(data_spec, report, seed, stage, [open_source(s) for s in data_spec.train],
-                                  [open_source(s) for s in data_spec.eval])
+                                  [open_source(s) for s in data_spec.eval], unpair)
     chat = chat_tokenizer(data_spec, tokenizer, template)
     picked = train_ex[:sample]
     outcomes = list(zip(picked, chat.encode_many(picked)))
-    train = [t for t in (_record(ex, res, report) for ex, res in outcomes) if t]
-    report.used = len(train)
-    return Prepared(train, [], report, kind=kind, total=len(train_ex), outcomes=outcomes, chat=chat)
+    if not concatenate:
+        train = [t for t in (_record(ex, res, report) for ex, res in outcomes) if t]
+        report.used = len(train)
+        return Prepared(train, [], report, kind=kind, total=len(train_ex), outcomes=outcomes, chat=chat)
+    # pt.concatenate: the sampled documents become blocks; the total is estimated from their length
+    train = [t for t in (_record(ex, res, report) for ex, res in outcomes if ex.kind != "text") if t]
+    docs = [ex for ex in picked if ex.kind == "text"]
+    blocks = _concatenate(docs, chat, report) if docs else []
+    report.used = len(train) + len(docs)
+    n_text = sum(1 for ex in train_ex if ex.kind == "text")
+    per_doc = sum(len(t.input_ids) for t in blocks) / max(len(docs), 1)
+    total = len(train_ex) - n_text + (math.ceil(per_doc * n_text / chat.max_length) if docs else 0)
+    return Prepared(train + blocks, [], report, kind=kind, total=total, outcomes=outcomes, chat=chat)
 
 
-def _examples(data_spec, report: DataReport, seed: int, stage: str | None, train_src, eval_src):
-    """(train, eval, kind): every dataset read, mixed, shuffled, capped and split as the recipe says."""
-    parts = [load_examples(spec, report, src) for spec, src in zip(data_spec.train, train_src)]
+def _concatenate(docs: list[Example], chat: ChatTokenizer, report: DataReport) -> list[Tokenized]:
+    """pt.concatenate: every document's ids plus EOS, joined into one stream cut into max_length
+    blocks (labels = ids; the last block may be shorter; nothing is dropped)."""
+    m = chat.max_length
+    stream: list[int] = []
+    starts: list[tuple[int, str]] = []  # (offset in the stream, the document starting there)
+    for ex, ids in zip(docs, chat.encode_documents([ex.text or "" for ex in docs])):
+        starts.append((len(stream), ex.source))
+        stream += ids
+    report.documents += len(docs)
+    blocks = []
+    j = 0
+    for k, at in enumerate(range(0, len(stream), m), 1):
+        while j + 1 < len(starts) and starts[j + 1][0] <= at:
+            j += 1
+        ids = stream[at:at + m]
+        blocks.append(Tokenized(ids, list(ids), source=f"block {k} (from {starts[j][1]})"))
+    report.blocks += len(blocks)
+    return blocks
+
+
+def _examples(data_spec, report: DataReport, seed: int, stage: str | None, train_src, eval_src, unpair: bool = False):
+    """(train, eval, kind): every dataset read, checked against the stage, mixed, shuffled, capped,
+    split and (kto.unpair) unpaired as the recipe says."""
+    media = getattr(data_spec, "ignore_media", False)
+    parts = [keep_kinds(load_examples(spec, report, src, media), src.label, stage, report, unpair)
+             for spec, src in zip(data_spec.train, train_src)]
     train_ex = mix(parts, [s.weight for s in data_spec.train], data_spec.mix, seed)
     if data_spec.shuffle:
         random.Random(seed).shuffle(train_ex)
     if data_spec.max_samples:
         train_ex = train_ex[: data_spec.max_samples]
-    eval_ex = [ex for spec, src in zip(data_spec.eval, eval_src) for ex in load_examples(spec, report, src)]
-    kind = _check_kinds(train_ex + eval_ex, stage)
+    eval_ex = [ex for spec, src in zip(data_spec.eval, eval_src)
+               for ex in keep_kinds(load_examples(spec, report, src, media), src.label, stage, report, unpair)]
     if data_spec.eval_split and not eval_ex and train_ex:
         order = list(range(len(train_ex)))
         random.Random(seed + 1).shuffle(order)
         held = set(order[: max(1, round(len(train_ex) * data_spec.eval_split))])
         eval_ex = [ex for i, ex in enumerate(train_ex) if i in held]
         train_ex = [ex for i, ex in enumerate(train_ex) if i not in held]
+    if unpair:  # after the split: a pair's two halves stay on the same side
+        train_ex, eval_ex = unpair_rows(train_ex, report), unpair_rows(eval_ex, report)
+    kinds = {ex.kind for ex in train_ex + eval_ex}
+    kind = "conversation" if "conversation" in kinds else (sorted(kinds)[0] if kinds else "conversation")
     return train_ex, eval_ex, kind
 
 
-def prepare(data_spec, tokenizer, template: str, seed: int, stage: str | None = "sft") -> Prepared:
+def data_warnings(report: DataReport, data_spec) -> list[str]:
+    """The bad-row policy's warnings (or its DataError) and unfilled placeholders, logged."""
+    warnings = apply_policy(report, data_spec)
+    if report.placeholders:
+        msg = report.placeholder_warning()
+        log.warning(msg)
+        warnings.append(msg)
+    return warnings
+
+
+def _tokenize_split(examples: list[Example], chat: ChatTokenizer, report: DataReport,
+                    concatenate: bool) -> tuple[list[Tokenized], int]:
+    """(tokenized rows, rows used): with concatenate, text rows become blocks and count as documents."""
+    if not concatenate:
+        rows = tokenize(examples, chat, report)
+        return rows, len(rows)
+    docs = [ex for ex in examples if ex.kind == "text"]
+    rows = tokenize([ex for ex in examples if ex.kind != "text"], chat, report)
+    return rows + (_concatenate(docs, chat, report) if docs else []), len(rows) + len(docs)
+
+
+def prepare(data_spec, tokenizer, template: str, seed: int, stage: str | None = "sft", *,
+            unpair: bool = False, concatenate: bool = False) -> Prepared:
     """Every row of the recipe's data section as tokenized train/eval rows plus a report (cached);
     what `tokenize_for` does without a sample. `stage` says which row kinds are allowed (None: any)."""
     from . import cache
@@ -241,24 +373,25 @@ def prepare(data_spec, tokenizer, template: str, seed: int, stage: str | None = 
             "train": [src.fingerprint for src in train_src], "eval": [src.fingerprint for src in eval_src],
             "spec": data_spec.model_dump(mode="json", exclude={"cache"}), "seed": seed, "stage": stage,
             "tokenizer": cache.tokenizer_fingerprint(tokenizer), "template": template,
+            "unpair": unpair, "concatenate": concatenate,
         })
         cached = cache.load(key)
         if cached is not None:
             train, evals, report, kind = cached
-            hit = Prepared(train, evals, report, kind=kind, cache_hit=True)
-            hit.warnings = apply_policy(hit.report, data_spec)
+            hit = Prepared(train, evals, report, kind=kind, cache_hit=True, cache_key=key)
+            hit.warnings = data_warnings(hit.report, data_spec)
             return hit
 
     report = DataReport()
-    train_ex, eval_ex, kind = _examples(data_spec, report, seed, stage, train_src, eval_src)
+    train_ex, eval_ex, kind = _examples(data_spec, report, seed, stage, train_src, eval_src, unpair)
     chat = chat_tokenizer(data_spec, tokenizer, template)
-    train = tokenize(train_ex, chat, report)
-    evals = tokenize(eval_ex, chat, report)
-    report.used = len(train) + len(evals)
+    train, used_train = _tokenize_split(train_ex, chat, report, concatenate)
+    evals, used_eval = _tokenize_split(eval_ex, chat, report, concatenate)
+    report.used = used_train + used_eval
     if not train:
         raise DataError(f"no usable training rows:\n{report.summary()}", "fix the rows listed above")
-    prepared = Prepared(train, evals, report, kind=kind)
-    prepared.warnings = apply_policy(report, data_spec)
+    prepared = Prepared(train, evals, report, kind=kind, cache_key=key)
+    prepared.warnings = data_warnings(report, data_spec)
     if key is not None:
         cache.save(key, prepared)
     return prepared

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..paths import cache_dir
 
-FORMAT = 1
+FORMAT = 2
 
 
 def data_cache_root() -> Path:
@@ -52,6 +52,8 @@ def cache_key(parts: dict[str, Any]) -> str:
 def _pack(items, prefix: str, arrays: dict) -> None:
     import numpy as np
 
+    from .template import CUTS
+
     def flat(seqs):
         lens = np.array([len(s) for s in seqs], dtype=np.int64)
         data = np.fromiter((x for s in seqs for x in s), dtype=np.int32, count=int(lens.sum()))
@@ -61,6 +63,8 @@ def _pack(items, prefix: str, arrays: dict) -> None:
     arrays[f"{prefix}_labels"], _ = flat([t.labels for t in items])
     arrays[f"{prefix}_truncated"] = np.array([t.truncated for t in items], dtype=bool)
     arrays[f"{prefix}_label"] = np.array([-1 if t.label is None else int(t.label) for t in items], dtype=np.int8)
+    arrays[f"{prefix}_plen"] = np.array([-1 if t.prompt_len is None else t.prompt_len for t in items], dtype=np.int64)
+    arrays[f"{prefix}_cut"] = np.array([CUTS.index(t.cut) for t in items], dtype=np.int8)
     if items and items[0].rejected_ids is not None:
         arrays[f"{prefix}_rids"], arrays[f"{prefix}_rlens"] = flat([t.rejected_ids for t in items])
         arrays[f"{prefix}_rlabels"], _ = flat([t.rejected_labels for t in items])
@@ -69,7 +73,7 @@ def _pack(items, prefix: str, arrays: dict) -> None:
 def _unpack(arrays, prefix: str, sources: list[str]):
     import numpy as np
 
-    from .template import Tokenized
+    from .template import CUTS, Tokenized
 
     def split(data, lens):
         cuts = np.cumsum(lens)[:-1]
@@ -81,10 +85,11 @@ def _unpack(arrays, prefix: str, sources: list[str]):
     rlabels = split(arrays[f"{prefix}_rlabels"], arrays[f"{prefix}_rlens"]) if rids is not None else None
     out = []
     for i in range(len(ids)):
-        lab = int(arrays[f"{prefix}_label"][i])
+        lab, plen = int(arrays[f"{prefix}_label"][i]), int(arrays[f"{prefix}_plen"][i])
         out.append(Tokenized(ids[i], labels[i], bool(arrays[f"{prefix}_truncated"][i]),
                              rids[i] if rids else None, rlabels[i] if rlabels else None,
-                             None if lab < 0 else bool(lab), sources[i]))
+                             None if lab < 0 else bool(lab), sources[i], None if plen < 0 else plen,
+                             CUTS[int(arrays[f"{prefix}_cut"][i])]))
     return out
 
 

@@ -33,6 +33,8 @@ NOT_OBJECT = "row is not an object"
 BAD_SHAPE = "malformed field"
 TOO_LONG = "too long after truncation"
 TEMPLATE = "chat template cannot place the reply"
+WRONG_KIND = "wrong kind of row for the stage"
+SAME_AFTER_CUT = "chosen equals rejected after truncation"
 
 
 class RowError(ValueError):
@@ -92,8 +94,9 @@ def detect_layout(row: Any, columns: dict[str, str] | None = None) -> str | None
     if (columns.get("prompt") in row and not any(c in columns for c in ("response", "chosen", "kto_tag", "query"))
             and not any(k in row for k in ("output", "response", "chosen", "label", "text"))):
         return "text"  # LLaMA-Factory pre-training entries name only a prompt column
-    if isinstance(row.get("prompt"), list):
-        return "openai"
+    if isinstance(row.get("prompt"), list) or (isinstance(row.get("prompt"), str) and "instruction" not in row
+                                                and "prompt" not in columns and not ({"output", "response"} & set(row))):
+        return "openai"  # TRL's shapes: prompt + completion | chosen/rejected (text or messages), + label
     if "instruction" in row or "prompt" in row or (columns.get("prompt") in row):
         return "alpaca"
     if "text" in row:
@@ -104,12 +107,20 @@ def detect_layout(row: Any, columns: dict[str, str] | None = None) -> str | None
 def detect_kind(row: dict, m: Mapping) -> str:
     if m.layout == "text":
         return "text"
-    chosen, rejected, tag = m.col("chosen"), m.col("rejected"), m.col("kto_tag")
+    chosen, rejected = m.col("chosen"), m.col("rejected")
     if chosen in row and rejected in row:
         return "preference"
-    if tag in row:
+    if label_column(row, m) in row:
         return "feedback"
     return "conversation"
+
+
+def label_column(row: dict, m: Mapping) -> str | None:
+    """The feedback label's column: the mapped kto_tag, else 'label', else LLaMA-Factory's own name 'kto_tag'."""
+    col = m.col("kto_tag")
+    if col not in row and "kto_tag" not in m.columns and "kto_tag" in row:
+        return "kto_tag"
+    return col
 
 
 # ------------------------------------------------------------------------------------------
@@ -286,7 +297,11 @@ def _conversation_prompt(row: dict, m: Mapping) -> list[Message]:
     col = m.col("messages")
     if m.layout == "openai" and col not in row and m.col("prompt") in row:
         col = m.col("prompt")
-    if m.layout == "openai":
+    if m.layout == "openai" and isinstance(row.get(col), str):  # {"prompt": "text", ...}
+        if not row[col].strip():
+            raise RowError(EMPTY_PROMPT, f"'{col}' is empty")
+        turns = [Message("user", row[col])]
+    elif m.layout == "openai":
         turns = _openai_turns(row.get(col), col)
     else:
         turns = _sharegpt_turns(row.get(col), m, col)
@@ -343,14 +358,21 @@ def convert(row: Any, m: Mapping) -> Example:
             raise RowError(EMPTY_REPLY, f"'{out_col}' is empty")
         messages.append(Message("assistant", reply))
     elif m.layout == "openai" and m.col("completion") in row:
-        messages += _openai_turns(row[m.col("completion")], m.col("completion"))
+        completion = row[m.col("completion")]
+        if isinstance(completion, str):
+            if not completion.strip():
+                raise RowError(EMPTY_REPLY, f"'{m.col('completion')}' is empty")
+            messages.append(Message("assistant", completion))
+        else:
+            messages += _openai_turns(completion, m.col("completion"))
     check_order(messages)
     if kind == "feedback":
-        label = row.get(m.col("kto_tag"))
+        col = label_column(row, m)
+        label = row.get(col)
         if isinstance(label, str) and label.lower() in {"true", "false"}:
             label = label.lower() == "true"
         if not isinstance(label, bool):
-            raise RowError(BAD_LABEL, f"'{m.col('kto_tag')}' is {label!r}")
+            raise RowError(BAD_LABEL, f"'{col}' is {label!r}")
         if messages[-1].role != "assistant":
             raise RowError(ORDER, "the judged conversation must end with an assistant turn")
         return Example("feedback", messages, tools=tools, label=label)

@@ -7,6 +7,11 @@ it (with the generation prompt) to the end of its visible content plus the end-o
 This needs no `{% generation %}` tags, and it survives templates that rewrite earlier turns
 (Qwen3 strips `<think>` from replies before the last user turn: the span then covers what the
 template kept).
+
+Rows with a prompt and judged replies (preference pairs, feedback) are tokenized in two parts: the
+prompt once and each reply after it, so the prompt's ids are an exact common prefix of both
+sequences (`prompt_len`) and the trainers can encode it once per pair. Such rows are truncated by
+cutting the prompt from the left (its latest turns stay) and a reply only when it alone does not fit.
 """
 
 from __future__ import annotations
@@ -16,12 +21,18 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .formats import TEMPLATE, TOO_LONG, RowError
+from .formats import SAME_AFTER_CUT, TEMPLATE, TOO_LONG, RowError
 from .schema import Example, Message
 
 BUILTIN_TEMPLATES = ("chatml", "llama3", "alpaca", "plain")
 TRUNCATION = ("keep_start", "keep_end", "drop")
 IGNORE = -100
+# Truncation reasons (the report's categories), one per rule.
+CUT_END = "cut at the end (keep_start)"
+CUT_START = "cut from the start (keep_end)"
+PROMPT_CUT = "prompt cut from the left"
+REPLY_CUT = "reply cut at its end (too long to fit whole)"
+CUTS = ("", CUT_END, CUT_START, PROMPT_CUT, REPLY_CUT)  # codes in the cache
 _SENTINEL = "\u2063TUNEFORGE_REPLY\u2063"
 
 
@@ -52,7 +63,8 @@ def resolve_chat_template(tokenizer, choice: str = "auto") -> tuple[str, str]:
 @dataclass
 class Tokenized:
     """One tokenized row. For preference rows input_ids/labels hold prompt+chosen and
-    rejected_ids/rejected_labels prompt+rejected; feedback rows carry their label."""
+    rejected_ids/rejected_labels prompt+rejected; feedback rows carry their label. For both,
+    `prompt_len` leading ids are the prompt, the same ids in both sequences of a pair."""
 
     input_ids: list[int]
     labels: list[int]
@@ -61,6 +73,8 @@ class Tokenized:
     rejected_labels: list[int] | None = None
     label: bool | None = None
     source: str = ""
+    prompt_len: int | None = None
+    cut: str = ""  # the truncation rule applied (one of CUTS), "" when whole
 
     @property
     def n_trained(self) -> int:
@@ -124,7 +138,13 @@ class ChatTokenizer:
 
     def assistant_spans(self, messages: list[dict], full: str, tools=None) -> list[tuple[int, int]]:
         """Character spans of each assistant turn (content + end-of-turn marker) in `full`."""
-        spans: list[tuple[int, int]] = []
+        return [(start, end) for _, start, end in self._turn_spans(messages, full, tools)]
+
+    def _turn_spans(self, messages: list[dict], full: str, tools=None) -> list[tuple[int, int, int]]:
+        """(prompt end, start, end) per assistant turn: where the prompt before it ends (the text the
+        template renders with the generation header, when that is a prefix of `full`; else the span's
+        start) and the character span trained."""
+        spans: list[tuple[int, int, int]] = []
         cursor = 0
         eot = self.end_of_turn
         for i, msg in enumerate(messages):
@@ -159,7 +179,7 @@ class ChatTokenizer:
                 end = nxt
             if eot and full.startswith(eot, end):
                 end += len(eot)
-            spans.append((start, end))
+            spans.append((len(prompt) if prefix_ok else start, start, end))
             cursor = end
         if not spans:
             raise RowError("empty assistant turn", "the conversation has no assistant turn to learn from")
@@ -167,28 +187,46 @@ class ChatTokenizer:
 
     # -- tokenizing --------------------------------------------------------------------------
 
-    def _plan(self, ex: Example, reply: Message | None = None, only_last: bool = False) -> tuple[str, list[tuple[int, int]]]:
+    def _plan(self, ex: Example) -> tuple[str, list[tuple[int, int]]]:
         """(rendered text, trained character spans) of one conversation."""
-        messages = ex.openai_messages(reply)
+        messages = ex.openai_messages()
         full = self.render(messages, tools=ex.tools)
         spans = self.assistant_spans(messages, full, ex.tools)
-        if self.train_on_prompt and not only_last:
+        if self.train_on_prompt:
             spans = [(0, spans[-1][1])]
-        elif self.last_turn_only or only_last:
+        elif self.last_turn_only:
             spans = spans[-1:]
         return full, spans
 
+    def _split_plan(self, ex: Example, replies: list[Message | None]) -> list[tuple[str, list[tuple[int, int]] | None]]:
+        """[(prompt text, None), (reply text, its span within it), ...]: the shared prompt (the longest
+        common start of the renderings, up to where each reply's generation prompt ends) and, after it,
+        each reply's own text. Only the last reply is trained."""
+        fulls, ends, spans = [], [], []
+        for reply in replies:
+            messages = ex.openai_messages(reply)
+            full = self.render(messages, tools=ex.tools)
+            end, start, stop = self._turn_spans(messages, full, ex.tools)[-1]
+            fulls.append(full)
+            ends.append(end)
+            spans.append((start, stop))
+        cut = min(ends)
+        for other in fulls[1:]:
+            if other[:cut] != fulls[0][:cut]:  # a template that renders the prompt differently per reply
+                cut = _common_prefix(fulls[0][:cut], other)
+        return [(fulls[0][:cut], None)] + [(f[cut:], [(a - cut, b - cut)]) for f, (a, b) in zip(fulls, spans)]
+
     def encode_many(self, examples: list[Example]) -> list[Tokenized | RowError]:
         """Tokenize a batch: one rendering per row, one batched tokenizer call for all of them."""
-        plans: list[Any] = []  # per example: RowError | list of (text, spans) (1 item, or 2 for a pair)
+        plans: list[Any] = []  # per example: RowError | [(text, spans)]: 1 item, or a prompt + 1 or 2 replies
         for ex in examples:
             try:
                 if ex.kind == "text":
                     plans.append([(ex.text or "", None)])
                 elif ex.kind == "preference":
-                    plans.append([self._plan(ex, ex.chosen, True), self._plan(ex, ex.rejected, True)])
+                    plans.append(self._split_plan(ex, [ex.chosen, ex.rejected]))
                 elif ex.kind == "feedback":
-                    plans.append([self._plan(ex, None, True)])
+                    plans.append(self._split_plan(ex, [None]))
                 else:
                     plans.append([self._plan(ex)])
             except RowError as exc:
@@ -202,7 +240,7 @@ class ChatTokenizer:
                 continue
             parts = [(*next(it), spans) for _, spans in plan]
             try:
-                out.append(self._finish(ex, parts))
+                out.append(self._finish_split(ex, parts) if len(parts) > 1 else self._finish(ex, parts[0]))
             except RowError as exc:
                 out.append(exc)
         return out
@@ -218,32 +256,70 @@ class ChatTokenizer:
         enc = self.tok(texts, add_special_tokens=False, return_offsets_mapping=True)
         return list(zip(enc["input_ids"], enc["offset_mapping"]))
 
+    def encode_documents(self, texts: list[str]) -> list[list[int]]:
+        """Plain text without a template, EOS after each document (pt.concatenate's stream)."""
+        eos = [self.tok.eos_token_id] if self.tok.eos_token_id is not None else []
+        return [list(ids) + eos for ids, _ in self._encode(texts)]
+
     def __call__(self, example: Example) -> Tokenized:
         res = self.encode_many([example])[0]
         if isinstance(res, RowError):
             raise res
         return res
 
-    def _finish(self, ex: Example, parts) -> Tokenized:
-        results = []
-        for ids, offs, spans in parts:
-            if spans is None:  # plain text: every token trained, EOS appended so documents end
-                ids = list(ids) + ([self.tok.eos_token_id] if self.tok.eos_token_id is not None else [])
-                labels = list(ids)
-            else:
-                labels = _labels(ids, offs, spans)
-            results.append(self._truncate(list(ids), labels))
-        (ids, labels, cut), *rest = results
-        t = Tokenized(ids, labels, cut, source=ex.source, label=ex.label)
+    def _finish(self, ex: Example, part) -> Tokenized:
+        ids, offs, spans = part
+        if spans is None:  # plain text: every token trained, EOS appended so documents end
+            ids = list(ids) + ([self.tok.eos_token_id] if self.tok.eos_token_id is not None else [])
+            labels = list(ids)
+        else:
+            labels = _labels(ids, offs, spans)
+        ids, labels, cut = self._truncate(list(ids), labels)
+        return Tokenized(ids, labels, bool(cut), source=ex.source, label=ex.label, cut=cut)
+
+    def _finish_split(self, ex: Example, parts) -> Tokenized:
+        """Prompt + reply(s) → one Tokenized; the pair rule cuts the prompt before any reply."""
+        (prompt, _, _), *replies = parts
+        replies = [(list(ids), _labels(ids, offs, spans)) for ids, offs, spans in replies]
+        prompt, replies, cut = self._fit(list(prompt), replies)
+        n = len(prompt)
+        for ids, labels in replies:
+            if all(x == IGNORE for x in labels):
+                raise RowError(TOO_LONG, f"no reply tokens left after cutting to max_length {self.max_length}")
+        (ids, labels), *rest = replies
+        t = Tokenized(prompt + ids, [IGNORE] * n + labels, bool(cut), source=ex.source, label=ex.label,
+                      prompt_len=n, cut=cut)
         if rest:
-            t.rejected_ids, t.rejected_labels, cut2 = rest[0]
-            t.truncated = cut or cut2
+            if rest[0][0] == ids:
+                raise RowError(SAME_AFTER_CUT, f"both replies are the same {len(ids)} tokens after cutting to max_length {self.max_length}")
+            t.rejected_ids, t.rejected_labels = prompt + rest[0][0], [IGNORE] * n + rest[0][1]
         return t
 
-    def _truncate(self, ids: list[int], labels: list[int]) -> tuple[list[int], list[int], bool]:
+    def _fit(self, prompt: list[int], replies: list[tuple[list[int], list[int]]]):
+        """The pair rule: whole replies, the prompt cut from the left (its latest turns kept, a leading
+        BOS too); a reply is cut (keeping its start) only when it alone does not fit beside the
+        prompt's last max_length/8 tokens."""
+        m, lp = self.max_length, len(prompt)
+        longest = max(len(ids) for ids, _ in replies)
+        if lp + longest <= m:
+            return prompt, replies, ""
+        if self.truncation == "drop":
+            raise Dropped()
+        room = m - min(lp, max(1, m // 8))
+        cut = REPLY_CUT if longest > room else PROMPT_CUT
+        replies = [(ids[:room], labels[:room]) for ids, labels in replies]
+        keep = min(lp, m - max(len(ids) for ids, _ in replies))
+        bos = self.tok.bos_token_id
+        if keep >= 2 and bos is not None and prompt[0] == bos:
+            prompt = prompt[:1] + prompt[lp - keep + 1:]
+        else:
+            prompt = prompt[lp - keep:]
+        return prompt, replies, cut
+
+    def _truncate(self, ids: list[int], labels: list[int]) -> tuple[list[int], list[int], str]:
         n, m = len(ids), self.max_length
         if n <= m:
-            return ids, labels, False
+            return ids, labels, ""
         if self.truncation == "drop":
             raise Dropped()
         if self.truncation == "keep_end":
@@ -251,11 +327,11 @@ class ChatTokenizer:
             last_start = _last_run_start(labels)
             if trained and n - last_start > m:
                 raise RowError(TOO_LONG, f"the last reply alone ({n - last_start} tokens) is longer than max_length {m}")
-            return ids[n - m:], labels[n - m:], True
+            return ids[n - m:], labels[n - m:], CUT_START
         ids, labels = ids[:m], labels[:m]
         if all(x == IGNORE for x in labels):
             raise RowError(TOO_LONG, f"no assistant tokens left after cutting {n} tokens to max_length {m}")
-        return ids, labels, True
+        return ids, labels, CUT_END
 
 
 class Dropped(RowError):
@@ -276,6 +352,14 @@ def _find_content(full: str, content: str, start: int) -> tuple[int, int] | None
             if pos >= 0:
                 return pos, len(c)
     return None
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
 
 
 def _labels(ids, offsets, spans) -> list[int]:
