@@ -297,8 +297,8 @@ class ChatTokenizer:
 
     def _fit(self, prompt: list[int], replies: list[tuple[list[int], list[int]]]):
         """The pair rule: whole replies, the prompt cut from the left (its latest turns kept, a leading
-        BOS too); a reply is cut (keeping its start) only when it alone does not fit beside the
-        prompt's last max_length/8 tokens."""
+        BOS too); a reply is cut (keeping its start) only when it does not fit beside the prompt's
+        last max_length/8 tokens (so a reply never crowds out the question it answers)."""
         m, lp = self.max_length, len(prompt)
         longest = max(len(ids) for ids, _ in replies)
         if lp + longest <= m:
@@ -309,8 +309,8 @@ class ChatTokenizer:
         cut = REPLY_CUT if longest > room else PROMPT_CUT
         replies = [(ids[:room], labels[:room]) for ids, labels in replies]
         keep = min(lp, m - max(len(ids) for ids, _ in replies))
-        bos = self.tok.bos_token_id
-        if keep >= 2 and bos is not None and prompt[0] == bos:
+        bos = self.tok.bos_token_id  # a true BOS (once, at the start; not ChatML's <|im_start|>) stays
+        if keep >= 2 and bos is not None and prompt[0] == bos and prompt.count(bos) == 1:
             prompt = prompt[:1] + prompt[lp - keep + 1:]
         else:
             prompt = prompt[lp - keep:]
