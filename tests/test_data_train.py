@@ -1,4 +1,5 @@
-"""End to end: a training run reports every left-out row in data_report.json and train.log."""
+"""End to end: a training run reports every left-out row and every unfilled placeholder in
+data_report.json and train.log."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from tuneforge.runner.recipe import recipe_from_dict
 
 def test_run_writes_the_report_and_warns_about_bad_rows(tmp_path, tiny_model_dir, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    rows = [{"instruction": f"Q{i}?", "output": f"A{i}."} for i in range(30)] + [{"instruction": "no answer"}]
+    rows = ([{"instruction": f"Q{i}?", "output": f"A{i}."} for i in range(29)] + [{"instruction": "Who?", "output": "I am {{name}}."}]
+            + [{"instruction": "no answer"}])
     (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     rec = recipe_from_dict({
         "name": "data-e2e", "model": {"name_or_path": str(tiny_model_dir)}, "device": "cpu",
@@ -24,3 +26,5 @@ def test_run_writes_the_report_and_warns_about_bad_rows(tmp_path, tiny_model_dir
     assert report["bad"]["missing field"]["first"][0]["where"] == "d.jsonl line 31"
     log = run.log.read_text()
     assert "WARNING" in log and "d.jsonl line 31" in log
+    assert report["placeholders"] == {"unfilled": {"name": 1}, "first": ["d.jsonl line 30"]}
+    assert "{{name}} in 1 row" in log and "placeholders: {name: ...} in the dataset entry" in log
