@@ -41,6 +41,7 @@ class Target:
     trust_remote_code: bool = False
     unpair: bool = False  # kto.unpair
     concatenate: bool = False  # pt.concatenate
+    recipe: bool = False  # the settings came from a recipe (else from this command's options)
 
 
 def _target(dataset: str, model: str | None, template: str | None, max_length: int | None,
@@ -61,7 +62,7 @@ def _target(dataset: str, model: str | None, template: str | None, max_length: i
         return Target(rec.data, model or rec.model.name_or_path, template or rec.model.chat_template, rec.seed,
                       stage, rec.train.batch_size, rec.model.revision, rec.model.trust_remote_code,
                       unpair=unpair or (stage == "kto" and rec.kto.unpair),
-                      concatenate=stage == "pt" and rec.pt.concatenate)
+                      concatenate=stage == "pt" and rec.pt.concatenate, recipe=True)
     if not registry and not dataset.startswith("hf:") and not os.path.exists(dataset):  # never raises
         raise DataError(f"'{dataset}' is not a recipe, data file or folder",
                         "pass a .yaml recipe, a data file (.json, .jsonl, .csv, .parquet, .txt) or use --registry")
@@ -174,11 +175,21 @@ def preview(
 
 
 def _prepare(t: Target):
+    import re
+
     from .data import tokenize_for
+    from .errors import DataError
 
     tok, tpl, tpl_name = _tokenizer(t)
     data = t.data.model_copy(update={"on_bad_rows": "skip"})
-    return tok, tpl_name, tokenize_for(data, tok, tpl, t.seed, stage=t.stage, unpair=t.unpair, concatenate=t.concatenate)
+    try:
+        return tok, tpl_name, tokenize_for(data, tok, tpl, t.seed, stage=t.stage, unpair=t.unpair, concatenate=t.concatenate)
+    except DataError as exc:
+        if t.recipe or not exc.fix:
+            raise
+        # a data file checked from the command line: the recipe's fix as this command's options
+        fix = re.sub(r"\bstage: (\w+)", r"--stage \1", exc.fix.replace("kto.unpair: true", "--unpair"))
+        raise DataError(exc.message, fix) from None
 
 
 def _cuts(r) -> str:
