@@ -42,6 +42,7 @@ class Target:
     unpair: bool = False  # kto.unpair
     concatenate: bool = False  # pt.concatenate
     recipe: bool = False  # the settings came from a recipe (else from this command's options)
+    margin_column: str | None = None  # rm.margin_column
 
 
 def _target(dataset: str, model: str | None, template: str | None, max_length: int | None,
@@ -62,7 +63,8 @@ def _target(dataset: str, model: str | None, template: str | None, max_length: i
         return Target(rec.data, model or rec.model.name_or_path, template or rec.model.chat_template, rec.seed,
                       stage, rec.train.batch_size, rec.model.revision, rec.model.trust_remote_code,
                       unpair=unpair or (stage == "kto" and rec.kto.unpair),
-                      concatenate=stage == "pt" and rec.pt.concatenate, recipe=True)
+                      concatenate=stage == "pt" and rec.pt.concatenate, recipe=True,
+                      margin_column=rec.rm.margin_column if stage == "rm" else None)
     if not registry and not dataset.startswith("hf:") and not os.path.exists(dataset):  # never raises
         raise DataError(f"'{dataset}' is not a recipe, data file or folder",
                         "pass a .yaml recipe, a data file (.json, .jsonl, .csv, .parquet, .txt) or use --registry")
@@ -183,12 +185,13 @@ def _prepare(t: Target):
     tok, tpl, tpl_name = _tokenizer(t)
     data = t.data.model_copy(update={"on_bad_rows": "skip"})
     try:
-        return tok, tpl_name, tokenize_for(data, tok, tpl, t.seed, stage=t.stage, unpair=t.unpair, concatenate=t.concatenate)
+        return tok, tpl_name, tokenize_for(data, tok, tpl, t.seed, stage=t.stage, unpair=t.unpair,
+                                             concatenate=t.concatenate, margin_column=t.margin_column)
     except DataError as exc:
         if t.recipe or not exc.fix:
             raise
         # a data file checked from the command line: the recipe's fix as this command's options
-        fix = re.sub(r"\bstage: (\w+)", r"--stage \1", exc.fix.replace("kto.unpair: true", "--unpair"))
+        fix = re.sub(r"\bstage: (\w+)", r"--stage \1", exc.fix.replace("set kto.unpair: true", "add --unpair").replace("kto.unpair: true", "--unpair"))
         raise DataError(exc.message, fix) from None
 
 

@@ -185,6 +185,22 @@ def test_registry_ranking_entries_and_feedback_tags(tmp_path, tok):
     assert trained(tok, pairs.train[0].rejected_ids, pairs.train[0].rejected_labels) == "Go away.<|im_end|>"
 
 
+def test_reward_margins_are_read_per_pair(tmp_path, tok, monkeypatch):
+    monkeypatch.setenv("TUNEFORGE_CACHE", str(tmp_path / "cache"))
+    p = tmp_path / "scored.csv"
+    p.write_text("instruction,chosen,rejected,gap\n" + "".join(f"Q{i}?,Good {i}.,Bad {i}.,{i / 2}\n" for i in range(20))
+                 + "Q?,Good.,Bad.,lots\n")
+    rec = recipe_from_dict({"stage": "rm", "rm": {"margin_column": "gap"},
+                            "data": {"train": [{"path": str(p)}], "shuffle": False}})
+    prep = tokenize_for(rec.data, tok, tok.chat_template, 0, "rm", **stage_options(rec))
+    assert [t.margin for t in prep.train] == [i / 2 for i in range(20)]
+    assert prep.report.bad[F.BAD_MARGIN] == [("scored.csv row 21", "'gap' is 'lots'")]
+    again = tokenize_for(rec.data, tok, tok.chat_template, 0, "rm", **stage_options(rec))
+    assert again.cache_hit and [t.margin for t in again.train] == [t.margin for t in prep.train]
+    plain = tokenize_for(rec.data, tok, tok.chat_template, 0, "rm")
+    assert not plain.cache_hit and plain.train[0].margin is None
+
+
 def test_kto_tag_column_and_trl_prompt_completion(tmp_path):
     from tuneforge.runner.data import load_examples
     from tuneforge.runner.data.report import DataReport
@@ -231,7 +247,7 @@ def test_kto_unpair_splits_each_pair(tmp_path, tok):
     p = write(tmp_path, [{"instruction": f"Q{i}?", "chosen": f"Good {i}.", "rejected": f"Bad {i}."} for i in range(10)])
     rec = recipe_from_dict({"stage": "kto", "kto": {"unpair": True},
                             "data": {"train": [{"path": str(p)}], "cache": False, "shuffle": False, "eval_split": 0.2}})
-    assert stage_options(rec) == {"unpair": True, "concatenate": False}
+    assert stage_options(rec) == {"unpair": True, "concatenate": False, "margin_column": None}
     prep = tokenize_for(rec.data, tok, tok.chat_template, 0, "kto", **stage_options(rec))
     assert prep.kind == "feedback" and prep.report.unpaired == 10 and (len(prep.train), len(prep.eval)) == (16, 4)
     first, second = prep.train[:2]

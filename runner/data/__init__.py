@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import DataError
 from ..recipe_stages import STAGE_KINDS
-from .formats import WRONG_KIND, Mapping, RowError, convert, detect_layout
+from .formats import BAD_MARGIN, WRONG_KIND, Mapping, RowError, convert, detect_layout
 from .lint import media_problem, placeholders_in, unfilled_placeholders
 from .report import DataReport
 from .schema import Example
@@ -69,7 +69,18 @@ def read_rows(path: str) -> list[Any]:
     return [row for _, row in file_source(path).rows()]
 
 
-def load_examples(spec, report: DataReport, source=None, ignore_media: bool = False) -> list[Example]:
+def _margin(row: Any, col: str) -> float:
+    value = row.get(col) if isinstance(row, dict) else None
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        return float(value)  # numbers, and numbers written as text (csv)
+    except (TypeError, ValueError):
+        raise RowError(BAD_MARGIN, f"'{col}' is {value!r}") from None
+
+
+def load_examples(spec, report: DataReport, source=None, ignore_media: bool = False,
+                  margin_column: str | None = None) -> list[Example]:
     """Read one dataset entry into Examples, recording every bad row (and unfilled placeholder) in the report."""
     src = source or open_source(spec)
     rows = []
@@ -103,6 +114,8 @@ def load_examples(spec, report: DataReport, source=None, ignore_media: bool = Fa
             problem = None if ignore_media else media_problem(filled, ex, mapping.columns)
             if problem is not None:
                 raise problem
+            if margin_column and ex.kind == "preference":
+                ex.margin = _margin(filled, margin_column)
         except RowError as exc:
             report.add_bad(exc.reason, loc, exc.detail)
             continue
@@ -225,10 +238,11 @@ def unpair_rows(examples: list[Example], report: DataReport) -> list[Example]:
     return out
 
 
-def stage_options(recipe) -> dict[str, bool]:
-    """The tokenize_for keywords a recipe's stage asks for (kto.unpair, pt.concatenate)."""
+def stage_options(recipe) -> dict[str, Any]:
+    """The tokenize_for keywords a recipe's stage asks for (kto.unpair, pt.concatenate, rm.margin_column)."""
     return {"unpair": recipe.stage == "kto" and recipe.kto.unpair,
-            "concatenate": recipe.stage == "pt" and recipe.pt.concatenate}
+            "concatenate": recipe.stage == "pt" and recipe.pt.concatenate,
+            "margin_column": recipe.rm.margin_column if recipe.stage == "rm" else None}
 
 
 def apply_policy(report: DataReport, data_spec) -> list[str]:
@@ -261,18 +275,21 @@ def tokenizer_for(model: str, chat_template: str = "auto", revision: str | None 
 
 
 def tokenize_for(data_spec, tokenizer, template: str, seed: int = 42, stage: str | None = "sft",
-                 sample: int | None = None, *, unpair: bool = False, concatenate: bool = False) -> Prepared:
+                 sample: int | None = None, *, unpair: bool = False, concatenate: bool = False,
+                 margin_column: str | None = None) -> Prepared:
     """The one path from rows to token ids. sample=None: every row, cached, bad-row policy applied
     (training, `tuneforge data stats/check`). sample=n: the first n training examples in training
     order (shuffled by the seed when data.shuffle is on), no cache or policy; `total` counts them
     all and `outcomes` holds each sampled row's result (the estimator, previews).
     unpair (kto.unpair): each pair becomes a desirable and an undesirable feedback row.
-    concatenate (pt.concatenate): text rows are joined, EOS after each, and cut into max_length blocks."""
+    concatenate (pt.concatenate): text rows are joined, EOS after each, and cut into max_length blocks.
+    margin_column (rm.margin_column): each pair's `margin` is read from that column."""
     if sample is None:
-        return prepare(data_spec, tokenizer, template, seed, stage, unpair=unpair, concatenate=concatenate)
+        return prepare(data_spec, tokenizer, template, seed, stage, unpair=unpair, concatenate=concatenate,
+                       margin_column=margin_column)
     report = DataReport()
     train_ex, _, kind = _examples(data_spec, report, seed, stage, [open_source(s) for s in data_spec.train],
-                                  [open_source(s) for s in data_spec.eval], unpair)
+                                  [open_source(s) for s in data_spec.eval], unpair, margin_column)
     chat = chat_tokenizer(data_spec, tokenizer, template)
     picked = train_ex[:sample]
     outcomes = list(zip(picked, chat.encode_many(picked)))
@@ -312,11 +329,12 @@ def _concatenate(docs: list[Example], chat: ChatTokenizer, report: DataReport) -
     return blocks
 
 
-def _examples(data_spec, report: DataReport, seed: int, stage: str | None, train_src, eval_src, unpair: bool = False):
+def _examples(data_spec, report: DataReport, seed: int, stage: str | None, train_src, eval_src, unpair: bool = False,
+              margin_column: str | None = None):
     """(train, eval, kind): every dataset read, checked against the stage, mixed, shuffled, capped,
     split and (kto.unpair) unpaired as the recipe says."""
     media = getattr(data_spec, "ignore_media", False)
-    parts = [keep_kinds(load_examples(spec, report, src, media), src.label, stage, report, unpair)
+    parts = [keep_kinds(load_examples(spec, report, src, media, margin_column), src.label, stage, report, unpair)
              for spec, src in zip(data_spec.train, train_src)]
     train_ex = mix(parts, [s.weight for s in data_spec.train], data_spec.mix, seed)
     if data_spec.shuffle:
@@ -324,7 +342,7 @@ def _examples(data_spec, report: DataReport, seed: int, stage: str | None, train
     if data_spec.max_samples:
         train_ex = train_ex[: data_spec.max_samples]
     eval_ex = [ex for spec, src in zip(data_spec.eval, eval_src)
-               for ex in keep_kinds(load_examples(spec, report, src, media), src.label, stage, report, unpair)]
+               for ex in keep_kinds(load_examples(spec, report, src, media, margin_column), src.label, stage, report, unpair)]
     if data_spec.eval_split and not eval_ex and train_ex:
         order = list(range(len(train_ex)))
         random.Random(seed + 1).shuffle(order)
@@ -360,7 +378,7 @@ def _tokenize_split(examples: list[Example], chat: ChatTokenizer, report: DataRe
 
 
 def prepare(data_spec, tokenizer, template: str, seed: int, stage: str | None = "sft", *,
-            unpair: bool = False, concatenate: bool = False) -> Prepared:
+            unpair: bool = False, concatenate: bool = False, margin_column: str | None = None) -> Prepared:
     """Every row of the recipe's data section as tokenized train/eval rows plus a report (cached);
     what `tokenize_for` does without a sample. `stage` says which row kinds are allowed (None: any)."""
     from . import cache
@@ -373,7 +391,7 @@ def prepare(data_spec, tokenizer, template: str, seed: int, stage: str | None = 
             "train": [src.fingerprint for src in train_src], "eval": [src.fingerprint for src in eval_src],
             "spec": data_spec.model_dump(mode="json", exclude={"cache"}), "seed": seed, "stage": stage,
             "tokenizer": cache.tokenizer_fingerprint(tokenizer), "template": template,
-            "unpair": unpair, "concatenate": concatenate,
+            "unpair": unpair, "concatenate": concatenate, "margin_column": margin_column,
         })
         cached = cache.load(key)
         if cached is not None:
@@ -383,7 +401,7 @@ def prepare(data_spec, tokenizer, template: str, seed: int, stage: str | None = 
             return hit
 
     report = DataReport()
-    train_ex, eval_ex, kind = _examples(data_spec, report, seed, stage, train_src, eval_src, unpair)
+    train_ex, eval_ex, kind = _examples(data_spec, report, seed, stage, train_src, eval_src, unpair, margin_column)
     chat = chat_tokenizer(data_spec, tokenizer, template)
     train, used_train = _tokenize_split(train_ex, chat, report, concatenate)
     evals, used_eval = _tokenize_split(eval_ex, chat, report, concatenate)

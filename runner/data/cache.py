@@ -65,6 +65,7 @@ def _pack(items, prefix: str, arrays: dict) -> None:
     arrays[f"{prefix}_label"] = np.array([-1 if t.label is None else int(t.label) for t in items], dtype=np.int8)
     arrays[f"{prefix}_plen"] = np.array([-1 if t.prompt_len is None else t.prompt_len for t in items], dtype=np.int64)
     arrays[f"{prefix}_cut"] = np.array([CUTS.index(t.cut) for t in items], dtype=np.int8)
+    arrays[f"{prefix}_margin"] = np.array([np.nan if t.margin is None else t.margin for t in items], dtype=np.float64)
     if items and items[0].rejected_ids is not None:
         arrays[f"{prefix}_rids"], arrays[f"{prefix}_rlens"] = flat([t.rejected_ids for t in items])
         arrays[f"{prefix}_rlabels"], _ = flat([t.rejected_labels for t in items])
@@ -89,8 +90,12 @@ def _unpack(arrays, prefix: str, sources: list[str]):
         out.append(Tokenized(ids[i], labels[i], bool(arrays[f"{prefix}_truncated"][i]),
                              rids[i] if rids else None, rlabels[i] if rlabels else None,
                              None if lab < 0 else bool(lab), sources[i], None if plen < 0 else plen,
-                             CUTS[int(arrays[f"{prefix}_cut"][i])]))
+                             CUTS[int(arrays[f"{prefix}_cut"][i])], _margin(arrays[f"{prefix}_margin"][i])))
     return out
+
+
+def _margin(value) -> float | None:
+    return None if value != value else float(value)  # NaN: no margin
 
 
 def save(key: str, prepared) -> Path:

@@ -35,6 +35,7 @@ TOO_LONG = "too long after truncation"
 TEMPLATE = "chat template cannot place the reply"
 WRONG_KIND = "wrong kind of row for the stage"
 SAME_AFTER_CUT = "chosen equals rejected after truncation"
+BAD_MARGIN = "margin is not a number"
 
 
 class RowError(ValueError):

@@ -45,6 +45,7 @@ class Example:
     chosen: Message | None = None
     rejected: Message | None = None
     label: bool | None = None
+    margin: float | None = None  # preference: how much better chosen is (rm.margin_column)
     source: str = ""  # "file.json row 12" for error reports
 
     def openai_messages(self, reply: Message | None = None) -> list[dict[str, Any]]:

@@ -75,6 +75,7 @@ class Tokenized:
     source: str = ""
     prompt_len: int | None = None
     cut: str = ""  # the truncation rule applied (one of CUTS), "" when whole
+    margin: float | None = None  # preference: rm.margin_column's value
 
     @property
     def n_trained(self) -> int:
@@ -288,7 +289,7 @@ class ChatTokenizer:
                 raise RowError(TOO_LONG, f"no reply tokens left after cutting to max_length {self.max_length}")
         (ids, labels), *rest = replies
         t = Tokenized(prompt + ids, [IGNORE] * n + labels, bool(cut), source=ex.source, label=ex.label,
-                      prompt_len=n, cut=cut)
+                      prompt_len=n, cut=cut, margin=ex.margin)
         if rest:
             if rest[0][0] == ids:
                 raise RowError(SAME_AFTER_CUT, f"both replies are the same {len(ids)} tokens after cutting to max_length {self.max_length}")
