@@ -313,9 +313,10 @@ def check(
     from .data.template import PROMPT_CUT, REPLY_CUT
 
     if r.cut_totals.get(PROMPT_CUT) or r.cut_totals.get(REPLY_CUT):
-        console.print(f"{r.cut_totals.get(PROMPT_CUT, 0) + r.cut_totals.get(REPLY_CUT, 0)} prompts cut from the left "
-                      f"to fit max_length {t.data.max_length} ({r.cut_totals.get(REPLY_CUT, 0)} of them with a reply "
-                      "cut too, as it alone did not fit)", soft_wrap=True)
+        replies = r.cut_totals.get(REPLY_CUT, 0)
+        console.print(f"{r.cut_totals.get(PROMPT_CUT, 0)} prompts cut from the left to fit max_length {t.data.max_length}, "
+                      "replies kept whole" + (f"; {replies} rows with a reply too long to fit whole, cut at its end "
+                                              "beside the prompt's last tokens" if replies else ""), soft_wrap=True)
     if r.unpaired:
         console.print(f"{r.unpaired} pairs split into {2 * r.unpaired} feedback rows (kto.unpair)")
     if r.documents:
