@@ -62,7 +62,8 @@ def keep_kinds(examples: list[Example], label: str, stage: str | None, report: D
         raise DataError(f"stage '{stage}' trains on {want} rows, but {label} holds only {', '.join(found)} rows "
                         f"(the first: {wrong[0].source})", kind_fix(stage, found[0]))
     for ex in wrong:
-        report.add_bad(WRONG_KIND, ex.source, f"a {ex.kind} row; stage {stage} trains on {want} rows")
+        hint = " (kto.unpair: true would use it)" if stage == "kto" and ex.kind == "preference" else ""
+        report.add_bad(WRONG_KIND, ex.source, f"a {ex.kind} row; stage {stage} trains on {want} rows{hint}")
     return keep
 
 
