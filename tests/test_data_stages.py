@@ -364,3 +364,32 @@ def test_data_stats_for_pt_counts_blocks(run_cli):
                   env={"COLUMNS": "120"})
     assert res.returncode == 0, res.stdout + res.stderr
     assert "stage: pt" in res.stdout and "300 →" in res.stdout
+
+
+def test_the_pair_rule_holds_for_any_lengths(tok):
+    """Property: both sequences fit, the prompt keeps its end, replies keep their start, and a reply
+    is cut only when it does not fit beside the prompt's last max_length/8 tokens."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from tuneforge.runner.data.template import ChatTokenizer
+
+    chat = ChatTokenizer(tok, tok.chat_template, 64)
+
+    @settings(max_examples=300, deadline=None)
+    @given(m=st.integers(16, 300), lp=st.integers(1, 400), lc=st.integers(1, 400), lr=st.integers(1, 400))
+    def check(m, lp, lc, lr):
+        chat.max_length = m
+        prompt = list(range(1000, 1000 + lp))
+        replies = [(list(range(5000, 5000 + n)), list(range(5000, 5000 + n))) for n in (lc, lr)]
+        p, (c, r), cut = chat._fit(prompt, replies)
+        assert len(p) + len(c[0]) <= m and len(p) + len(r[0]) <= m
+        assert p == prompt[len(prompt) - len(p):] and len(p) >= 1
+        assert c[0] == replies[0][0][:len(c[0])] and r[0] == replies[1][0][:len(r[0])]
+        fits_whole = max(lc, lr) <= m - min(lp, m // 8)
+        assert (len(c[0]), len(r[0])) == ((lc, lr) if fits_whole else (min(lc, m - min(lp, m // 8)), min(lr, m - min(lp, m // 8))))
+        assert cut == ("" if lp + max(lc, lr) <= m else PROMPT_CUT if fits_whole else REPLY_CUT)
+        if fits_whole:
+            assert len(p) == min(lp, m - max(lc, lr))  # as much of the prompt as fits
+
+    check()
