@@ -170,6 +170,8 @@ def preview(
         for where, detail in report.bad[reason]:
             if where not in inline:
                 console.rule(f"{where}: bad row — {reason}" + (f" ({detail})" if detail else ""))
+    if report.placeholders:
+        console.print(report.placeholder_warning(), style="yellow", soft_wrap=True)
 
 
 # ------------------------------------------------------------------------------------------

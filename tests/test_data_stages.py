@@ -393,3 +393,13 @@ def test_the_pair_rule_holds_for_any_lengths(tok):
             assert len(p) == min(lp, m - max(lc, lr))  # as much of the prompt as fits
 
     check()
+
+
+def test_data_preview_names_unfilled_placeholders():
+    from typer.testing import CliRunner
+
+    from tuneforge.runner.cli import app
+
+    res = CliRunner().invoke(app, ["data", "preview", str(shared("identity.json")), "-n", "2", "--plain"])
+    assert res.exit_code == 0, res.output
+    assert "unfilled placeholders: {{author}} in 2 rows, {{name}} in 2 rows" in res.output
