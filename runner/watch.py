@@ -1,5 +1,5 @@
 """Following a run from any terminal, read-only: `watch` (live view from metrics.jsonl and
-status.json), `logs` (train.log, optionally followed) and `runs` (one row per run directory).
+status.json, with the run's stage figures), `logs` (train.log, optionally followed) and `runs` (one row per run directory).
 Nothing here imports torch, so these commands start instantly.
 """
 
@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import rundir
+from . import rundir, stage_figures
 from .progress import PlainProgress, RichProgress, plain_line
 
 ACTIVE = ("starting", "running")
@@ -144,8 +144,9 @@ def watch(run: rundir.RunDir, mode: str = "auto", interval: float = 1.0, out: Te
     out = out or sys.stdout
     rich = mode == "rich" or (mode == "auto" and out.isatty())
     status = run.read_status()
-    progress = RichProgress() if rich else PlainProgress(out)
-    title = f"tuneforge watch · {run.name}"
+    stage = stage_figures.run_stage(run.path)  # its figures (DPO's margin, ...) beside the loss
+    progress = RichProgress(stage=stage) if rich else PlainProgress(out, stage=stage)
+    title = f"tuneforge watch · {run.name}" + (f" · {stage}" if stage != "sft" else "")
     if rich:
         progress.start(title, status.get("total_steps") or 0)
     else:
@@ -156,7 +157,7 @@ def watch(run: rundir.RunDir, mode: str = "auto", interval: float = 1.0, out: Te
         while True:
             records = tail.read_new()
             if tail.restarted and rich:
-                progress.losses.clear()
+                progress.clear()
             for rec in records:
                 progress.update(rec)
             state = rundir.effective_state(run.read_status())
