@@ -146,6 +146,11 @@ def _pairs(recipe, tok, data: Path, limit: int | None):
     template, _ = resolve_chat_template(tok, choice)
     prep = tokenize_for(spec, tok, template, recipe.seed, stage=None, sample=10**9)
     pairs, skipped = [], []
+    for reason, where in prep.report.bad.items():  # rows that did not even convert (the first few per reason)
+        skipped += [(w, f"{reason}" + (f" ({d})" if d else "")) for w, d in where]
+        more = prep.report.bad_totals[reason] - len(where)
+        if more > 0:
+            skipped.append((f"{more} more row(s)", reason))
     for ex, res in prep.outcomes:
         if ex.kind != "preference":
             skipped.append((ex.source, f"a {ex.kind} row, not a chosen/rejected pair"))
@@ -155,9 +160,10 @@ def _pairs(recipe, tok, data: Path, limit: int | None):
             pairs.append((ex.source, res.input_ids, res.rejected_ids))
     if not pairs:
         kinds = sorted({ex.kind for ex, _ in prep.outcomes})
+        why = "; ".join(f"{row}: {reason}" for row, reason in skipped[:3])
         raise TuneforgeError(
-            f"{data} holds no preference pairs to score ({len(prep.outcomes)} row(s) read"
-            + (f": {', '.join(kinds)}" if kinds else "") + ")",
+            f"{data} holds no preference pairs to score ({prep.report.rows} row(s) read"
+            + (f", {', '.join(kinds)} rows" if kinds else "") + (f"; {why}" if why else "") + ")",
             "give a file of pairs: {\"prompt\", \"chosen\", \"rejected\"} rows, or alpaca/sharegpt rows with "
             "chosen and rejected columns (tuneforge data check FILE --stage rm shows what it holds)")
     return pairs, skipped
