@@ -79,11 +79,16 @@ class Estimate:
         ]
         if self.seconds_per_epoch is not None:
             out.append(f"time per epoch ~{_duration(self.seconds_per_epoch)} ({self.tokens_per_epoch:,} tokens)")
-        if self.once_seconds is not None:
-            out.append(f"before training, once: ~{_duration(self.once_seconds)} computing the reference log-probs")
-        out += self.notes
+        out += self.stage_lines()
         out += [f"advice: {a}" for a in self.advice]
         return out
+
+
+    def stage_lines(self) -> list[str]:
+        """What the recipe's stage added (two sequences per pair, the reference, ...), for every face."""
+        once = [] if self.once_seconds is None else [
+            f"before training, once: ~{_duration(self.once_seconds)} computing the reference log-probs"]
+        return once + self.notes
 
 
 def _duration(s: float) -> str:

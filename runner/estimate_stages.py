@@ -68,4 +68,4 @@ def pt_blocks(lengths: list[int], n_examples: int, max_length: int) -> tuple[lis
         return [], 0
     blocks = [max_length] * (total_sample // max_length) + ([total_sample % max_length] if total_sample % max_length else [])
     scale = n_examples / max(len(lengths), 1)
-    return blocks, max(1, math.ceil(total_sample * scale / max_length))
+    return blocks, math.ceil(total_sample * scale / max_length)
