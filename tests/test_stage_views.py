@@ -103,6 +103,12 @@ def test_plain_lines_and_watch_show_margin_and_accuracy(dpo_run):
     assert text.splitlines()[0].startswith("tuneforge watch · dpo-run · dpo")
     assert f"step 4/4 | loss {last['loss']:.4f} | {margin} | {acc}" in text
     assert f"eval margin {evals[0]['eval_rewards/margins']:+.3f}" in text
+    # the ending line sums the run up with the stage's figures at its end (the last eval's)
+    end = text.splitlines()[-1]
+    assert end.startswith("run dpo-run finished (step 4/4") and f"eval margin {evals[0]['eval_rewards/margins']:+.3f}" in end
+    from tuneforge.runner.watch import summary
+
+    assert summary(dpo_run)["stage"] == "dpo"
 
 
 def test_rich_panel_shows_the_stage_figures_and_a_margin_sparkline(dpo_run):
