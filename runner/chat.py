@@ -278,7 +278,7 @@ def refuse_reward_model(run) -> None:
                              f"score pairs with it: tuneforge score {run.path} --data FILE")
 
 
-def _load_base(spec: dict, dtype: str):
+def base_model(spec: dict, dtype: str):
     """The model a run trained on: model.name_or_path, or with model.from_run the earlier run's result
     (its full model/, or its own base with its adapter merged in: the chain of an SFT -> DPO run)."""
     from . import rundir
@@ -290,7 +290,7 @@ def _load_base(spec: dict, dtype: str):
         from peft import PeftModel
 
         prev_spec = (yaml.safe_load(prev.recipe.read_text(encoding="utf-8")) or {}).get("model") or {}
-        return PeftModel.from_pretrained(_load_base(prev_spec, dtype), str(prev.weights)).merge_and_unload()
+        return PeftModel.from_pretrained(base_model(prev_spec, dtype), str(prev.weights)).merge_and_unload()
     resolved = model_mod.resolve(spec.get("name_or_path", model_mod.EMBEDDED_ALIAS))
     return model_mod.load_model(resolved, dtype, spec.get("revision"), bool(spec.get("trust_remote_code")))
 
@@ -334,7 +334,7 @@ def load(ref: str, adapter: str | None = None, device: str = "auto", warmup: boo
         # fallback training would (chatml), so chatting a base model matches training on it.
         tok.chat_template = resolve_chat_template(tok, template_choice)[0]
     # a run's adapter goes on the model it was trained on (following model.from_run); else the model itself
-    model = _load_base(base_spec, dtype) if base_spec else model_mod.load_model(resolved, dtype)
+    model = base_model(base_spec, dtype) if base_spec else model_mod.load_model(resolved, dtype)
     if adapter:
         from peft import PeftModel
 

@@ -7,8 +7,9 @@ pairs where it is. Rows that are not pairs, or that fail validation, are listed 
 row number and reason instead of being scored.
 
 The run's weights, as stage rm writes them: method lora -> adapter/ (a peft SEQ_CLS adapter
-whose modules_to_save carry the score head, on top of the recipe's base model); method full or
-freeze -> model/ (a sequence-classification model with one label). Both carry the tokenizer.
+whose modules_to_save carry the score head, on top of the recipe's base model, or with
+model.from_run on the earlier run's result); method full or freeze -> model/ (a
+sequence-classification model with one label). Both carry the tokenizer.
 """
 
 from __future__ import annotations
@@ -118,6 +119,12 @@ def load_reward_model(run: rundir.RunDir, recipe, device: str = "cpu"):
             model = AutoModelForSequenceClassification.from_pretrained(
                 base.path, num_labels=1, dtype=torch.float32, revision=m.revision, trust_remote_code=m.trust_remote_code)
             model.config.pad_token_id = tok.pad_token_id
+            if m.from_run:  # trained on an earlier run's result: put its weights under the score head
+                from .chat import base_model
+
+                earlier = base_model(m.model_dump(), "fp32")
+                getattr(model, model.base_model_prefix).load_state_dict(
+                    getattr(earlier, earlier.base_model_prefix).state_dict())
             model = PeftModel.from_pretrained(model, str(weights))
         else:
             model = AutoModelForSequenceClassification.from_pretrained(str(weights), dtype=torch.float32,

@@ -206,3 +206,42 @@ def test_chat_on_a_run_from_an_earlier_run_stacks_both_adapters(tiny_model_dir, 
     with torch.no_grad():
         got, want, wrong = (m(ids).logits for m in (engine.model, expected, only_dpo))
     assert torch.allclose(got, want, atol=1e-5) and not torch.allclose(got, wrong, atol=1e-3)
+
+
+def test_a_reward_model_trained_on_an_earlier_run_scores_on_top_of_it(tiny_model_dir, tmp_path):
+    """rm with model.from_run: the earlier run's adapter merged under the score head, then this run's adapter."""
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, LlamaForCausalLM
+
+    from tuneforge.runner.score import load_reward_model, reward_run
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    sft = rundir.create(tmp_path / "runs", "sft")
+    torch.manual_seed(1)
+    get_peft_model(LlamaForCausalLM.from_pretrained(tiny_model_dir),
+                   LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)).save_pretrained(str(sft.adapter))
+    sft.recipe.write_text(json.dumps({"name": "sft", "model": {"name_or_path": str(tiny_model_dir)}}), encoding="utf-8")
+
+    merged = PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(tiny_model_dir), str(sft.adapter)).merge_and_unload()
+    scorer = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
+    scorer.config.pad_token_id = tok.pad_token_id
+    scorer.model.load_state_dict(merged.model.state_dict())
+    torch.manual_seed(2)
+    expected = get_peft_model(scorer, LoraConfig(r=4, task_type="SEQ_CLS", target_modules=["q_proj", "v_proj"],
+                                                 init_lora_weights=False)).eval()
+    rm = rundir.create(tmp_path / "runs", "rm")
+    expected.save_pretrained(str(rm.adapter))
+    tok.save_pretrained(str(rm.adapter))
+    spec = {"name": "rm", "stage": "rm", "method": "lora", "data": {"train": [{"path": "pairs.jsonl"}]},
+            "model": {"name_or_path": str(tiny_model_dir), "from_run": str(sft.path)}}
+    rm.recipe.write_text(json.dumps(spec), encoding="utf-8")
+
+    model, _ = load_reward_model(rm, reward_run(rm))
+    ids = torch.tensor([tok("Is this kind? yes")["input_ids"]])
+    with torch.no_grad():
+        assert torch.allclose(model(input_ids=ids).logits, expected(input_ids=ids).logits, atol=1e-5)
+        del spec["model"]["from_run"]
+        rm.recipe.write_text(json.dumps(spec), encoding="utf-8")
+        alone, _ = load_reward_model(rm, reward_run(rm))  # the same adapter on the bare base: another score
+        assert not torch.allclose(alone(input_ids=ids).logits, expected(input_ids=ids).logits, atol=1e-3)
