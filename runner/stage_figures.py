@@ -128,7 +128,7 @@ def run_stage(run_path: str | Path) -> str:
 
 # Keys a Trainer logs that a record already holds under its own name, or that only repeat the clock.
 _MAPPED = {"loss", "eval_loss", "learning_rate", "grad_norm", "epoch", "total_flos", "num_tokens", "eval_num_tokens",
-           "train_loss", "train_runtime", "eval_runtime"}
+           "train_loss", "train_runtime", "eval_runtime", "num_input_tokens_seen"}
 
 
 def extra_logs(logs: dict[str, Any]) -> dict[str, float]:
