@@ -88,7 +88,7 @@ class PlainProgress:
 
 class RichProgress:
     """A live panel: bar with ETA, loss/eval loss/lr/tok/s, the stage's figures, a loss sparkline
-    (and one of the stage's first figure, e.g. DPO's margin). Redraws <= 4/s."""
+    and one of the stage's first figure (DPO's margin). Redraws <= 4/s."""
 
     def __init__(self, console=None, stage: str | None = None):
         from rich.console import Console
