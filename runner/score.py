@@ -143,7 +143,7 @@ def load_reward_model(run: rundir.RunDir, recipe, device: str = "cpu"):
 def _pairs(recipe, tok, data: Path, limit: int | None):
     """[(row, chosen ids, rejected ids)] and [(row, reason)] for the rows that cannot be scored."""
     from .data import tokenize_for
-    from .data.template import resolve_chat_template
+    from .data.template import Dropped, resolve_chat_template
     from .recipe import DatasetSpec
 
     spec = recipe.data.model_copy(update={
@@ -152,19 +152,19 @@ def _pairs(recipe, tok, data: Path, limit: int | None):
     choice = "auto" if isinstance(tok.chat_template, str) and tok.chat_template.strip() else recipe.model.chat_template
     template, _ = resolve_chat_template(tok, choice)
     prep = tokenize_for(spec, tok, template, recipe.seed, stage=None, sample=10**9)
-    pairs, skipped = [], []
-    for reason, where in prep.report.bad.items():  # rows that did not even convert (the first few per reason)
+    pairs, skipped, more = [], [], []
+    for reason, where in prep.report.bad.items():  # bad rows, in reading or tokenizing (the first few per reason)
         skipped += [(w, f"{reason}" + (f" ({d})" if d else "")) for w, d in where]
-        more = prep.report.bad_totals[reason] - len(where)
-        if more > 0:
-            skipped.append((f"{more} more row(s)", reason))
+        if prep.report.bad_totals[reason] > len(where):
+            more.append((f"{prep.report.bad_totals[reason] - len(where)} more row(s)", reason))
     for ex, res in prep.outcomes:
-        if ex.kind != "preference":
-            skipped.append((ex.source, f"a {ex.kind} row, not a chosen/rejected pair"))
-        elif isinstance(res, Exception):
+        if isinstance(res, Dropped):  # (other row errors are in the report's bad rows above)
             skipped.append((ex.source, str(res)))
-        else:
+        elif ex.kind != "preference" and not isinstance(res, Exception):
+            skipped.append((ex.source, f"a {ex.kind} row, not a chosen/rejected pair"))
+        elif not isinstance(res, Exception):
             pairs.append((ex.source, res.input_ids, res.rejected_ids))
+    skipped = sorted(skipped, key=_row_order) + more
     if not pairs:
         kinds = sorted({ex.kind for ex, _ in prep.outcomes})
         why = "; ".join(f"{row}: {reason}" for row, reason in skipped[:3])
@@ -174,6 +174,12 @@ def _pairs(recipe, tok, data: Path, limit: int | None):
             "give a file of pairs: {\"prompt\", \"chosen\", \"rejected\"} rows, or alpaca/sharegpt rows with "
             "chosen and rejected columns (tuneforge data check FILE --stage rm shows what it holds)")
     return pairs, skipped
+
+
+def _row_order(item: tuple[str, str]) -> tuple[str, int]:
+    """'pairs.jsonl line 12' sorts by file, then row number."""
+    label, _, number = item[0].rpartition(" ")
+    return (label, int(number)) if number.isdigit() else (item[0], 0)
 
 
 def _scores(model, pad_id: int, seqs: list[list[int]], device: str) -> list[float]:

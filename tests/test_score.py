@@ -132,13 +132,15 @@ def test_rows_that_are_not_pairs_are_listed_with_their_row_number(toy):
     from tuneforge.runner import services
 
     rows = pairs(2, 2)
-    mixed = write_jsonl(toy["root"] / "mixed.jsonl",
-                        [rows[0], {"instruction": "Hi", "output": "Hello"}, {"instruction": "x", "chosen": "a"}, rows[1]])
+    too_long = {"instruction": "word " * 200, "chosen": "a", "rejected": "b"}  # the run's max_length is 64
+    mixed = write_jsonl(toy["root"] / "mixed.jsonl", [rows[0], {"instruction": "Hi", "output": "Hello"},
+                                                      {"instruction": "x", "chosen": "a"}, rows[1], too_long])
     report = services.score(toy["lora"].path, mixed)
     assert [p.row for p in report.pairs] == ["mixed.jsonl line 1", "mixed.jsonl line 4"]
+    assert [row for row, _ in report.skipped] == [f"mixed.jsonl line {i}" for i in (2, 3, 5)]  # each once, in order
     skipped = dict(report.skipped)
-    assert set(skipped) == {"mixed.jsonl line 2", "mixed.jsonl line 3"}
     assert "not a chosen/rejected pair" in skipped["mixed.jsonl line 2"]
+    assert "max_length 64" in skipped["mixed.jsonl line 5"]
     assert any(line.startswith("skipped mixed.jsonl line 2:") for line in report.lines())
 
 
