@@ -157,11 +157,13 @@ def token_counts(recipe, sample: int = 256) -> tuple[list[int], list[int], int]:
     """(token lengths, labelled tokens, number of training rows) of a sample of the real data and
     template, tokenized exactly as training will (data.tokenize_for). Lengths are per trained
     sequence: a preference pair gives two (prompt+chosen, prompt+rejected)."""
-    from .data import tokenize_for, tokenizer_for
+    from . import data
 
     m = recipe.model
-    tok, template, _ = tokenizer_for(m.name_or_path, m.chat_template, m.revision, m.trust_remote_code)
-    prep = tokenize_for(recipe.data, tok, template, recipe.seed, recipe.stage, sample=sample)
+    tok, template, _ = data.tokenizer_for(m.name_or_path, m.chat_template, m.revision, m.trust_remote_code)
+    # what the stage asks of the data (kto.unpair, pt.concatenate), where the data layer offers it
+    options = data.stage_options(recipe) if hasattr(data, "stage_options") else {}
+    prep = data.tokenize_for(recipe.data, tok, template, recipe.seed, recipe.stage, sample=sample, **options)
     lengths, labelled = [], []
     for t in prep.train:
         lengths.append(len(t.input_ids))
