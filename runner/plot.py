@@ -108,4 +108,4 @@ def _figures_panel(ax, figs: dict) -> None:
     ax.set_ylabel("reward / kl")
     ax.grid(True, alpha=0.3)
     if handles:
-        ax.legend(handles=handles, loc="upper left", fontsize=8, ncol=2)
+        ax.legend(handles=handles, loc="best", fontsize=8, ncol=2)

@@ -106,24 +106,22 @@ def series(records: list[dict[str, Any]], stage: str | None = None) -> dict[Figu
     return out
 
 
-def run_stage(run_path: str | Path) -> str:
-    """A run's stage: status.json's 'stage' when the run wrote one, else recipe.yaml's (sft when absent)."""
+def run_stage(run_path: str | Path) -> str | None:
+    """A run's stage: status.json's 'stage' when the run wrote one, else recipe.yaml's; None when
+    neither says (the views then read it from the records' keys)."""
     import json
 
+    import yaml
+
     path = Path(run_path)
-    try:
-        stage = json.loads((path / "status.json").read_text(encoding="utf-8")).get("stage")
+    for name, parse in (("status.json", json.loads), ("recipe.yaml", yaml.safe_load)):
+        try:
+            stage = (parse((path / name).read_text(encoding="utf-8")) or {}).get("stage")
+        except (OSError, ValueError, AttributeError, yaml.YAMLError):
+            continue
         if stage in FIGURES:
             return stage
-    except (OSError, ValueError, AttributeError):
-        pass
-    try:
-        import yaml
-
-        stage = (yaml.safe_load((path / "recipe.yaml").read_text(encoding="utf-8")) or {}).get("stage")
-    except (OSError, ValueError, AttributeError, yaml.YAMLError):
-        return "sft"
-    return stage if stage in FIGURES else "sft"
+    return None
 
 
 # Keys a Trainer logs that a record already holds under its own name, or that only repeat the clock.

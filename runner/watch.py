@@ -158,7 +158,7 @@ def watch(run: rundir.RunDir, mode: str = "auto", interval: float = 1.0, out: Te
     status = run.read_status()
     stage = stage_figures.run_stage(run.path)  # its figures (DPO's margin, ...) beside the loss
     progress = RichProgress(stage=stage) if rich else PlainProgress(out, stage=stage)
-    title = f"tuneforge watch · {run.name}" + (f" · {stage}" if stage != "sft" else "")
+    title = f"tuneforge watch · {run.name}" + (f" · {stage}" if stage not in (None, "sft") else "")
     if rich:
         progress.start(title, status.get("total_steps") or 0)
     else:

@@ -157,6 +157,10 @@ def test_plot_adds_a_stage_panel(dpo_run, tmp_path):
     w, h = _png_size(out)
     w2, h2 = _png_size(plot_run(sft, tmp_path / "sft.png"))
     assert w == w2 and h > 1.5 * h2
+    # a run whose files do not name its stage: the records' keys do
+    unnamed = rundir.create(tmp_path / "runs", "unnamed")
+    unnamed.metrics.write_bytes(dpo_run.metrics.read_bytes())
+    assert _png_size(plot_run(unnamed, tmp_path / "unnamed.png")) == (w, h)
 
 
 def test_the_tui_monitor_shows_the_stage_figures(dpo_run):
@@ -212,7 +216,9 @@ def test_kto_rm_orpo_and_simpo_records_show_their_own_figures():
 
 def test_a_runs_stage_comes_from_status_then_recipe(tmp_path):
     run = rundir.create(tmp_path, "r")
-    assert stage_figures.run_stage(run.path) == "sft"  # no recipe yet
+    assert stage_figures.run_stage(run.path) is None  # no recipe yet: the views go by the records' keys
+    run.recipe.write_text("name: r\n", encoding="utf-8")
+    assert stage_figures.run_stage(run.path) is None
     run.recipe.write_text("stage: kto\n", encoding="utf-8")
     assert stage_figures.run_stage(run.path) == "kto"
     run.update_status(stage="rm")
