@@ -119,7 +119,7 @@ def run_stage(run_path: str | Path) -> str | None:
             stage = (parse((path / name).read_text(encoding="utf-8")) or {}).get("stage")
         except (OSError, ValueError, AttributeError, yaml.YAMLError):
             continue
-        if stage in FIGURES:
+        if isinstance(stage, str) and stage in FIGURES:
             return stage
     return None
 
