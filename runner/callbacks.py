@@ -16,6 +16,7 @@ from transformers import TrainerCallback
 from . import checkpoints, control, rundir
 from .lifecycle import RunState, draw_loss_plot
 from .progress import plain_line
+from .stage_figures import extra_logs
 from .throughput import TrainClock, mfu
 
 log = logging.getLogger("tuneforge")
@@ -41,8 +42,8 @@ def memory_mb() -> dict[str, float]:
 
 
 class RunRecorder(TrainerCallback):
-    """metrics.jsonl lines, status.json updates and progress output from the Trainer's events, and
-    the run's speed (throughput.py: train_s, tokens_per_s, mfu). Put it first among the callbacks:
+    """metrics.jsonl lines (with the stage's own figures, under the names TRL logs them), status.json
+    updates and progress output from the Trainer's events, and the run's speed (throughput.py: train_s, tokens_per_s, mfu). Put it first among the callbacks:
     its step clock stops before the others' end-of-step work."""
 
     def __init__(self, run: rundir.RunDir, progress, started: float, flops_per_token: float = 0.0,
@@ -92,6 +93,8 @@ class RunRecorder(TrainerCallback):
             "eta_s": round(elapsed / (step - self.first_step) * (total - step), 1) if step > self.first_step else None,
             **memory_mb(),
         }
+        # the stage's own figures under TRL's names (rewards/margins, kl, accuracy, eval_... ): stage_figures.py
+        rec.update({k: v for k, v in extra_logs(logs).items() if k not in rec})
         if logs.get("eval_loss") is not None:
             self.last_eval_loss = logs["eval_loss"]
         self.run.append_metrics(rec)

@@ -260,10 +260,39 @@ def resolve_target(target: str, runs_dir: str = "runs") -> str:
             return target  # a model alias or hub id
     if (path / "recipe.yaml").is_file():
         run = RunDir(path)
+        refuse_reward_model(run)
         if run.weights is None:
             raise TuneforgeError(f"run '{target}' has no final weights yet (state: {run.read_status().get('state', 'unknown')})",
                                  "wait for it to finish, or chat with the base model: tuneforge chat smollm2-135m")
     return str(path)
+
+
+def refuse_reward_model(run) -> None:
+    """A stage rm run scores replies, it does not write them: say so before anything loads."""
+    try:
+        stage = (yaml.safe_load(run.recipe.read_text(encoding="utf-8")) or {}).get("stage")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return
+    if stage == "rm":
+        raise TuneforgeError(f"run '{run.name}' is a reward model (stage rm): it scores replies, it does not chat",
+                             f"score pairs with it: tuneforge score {run.path} --data FILE")
+
+
+def base_model(spec: dict, dtype: str):
+    """The model a run trained on: model.name_or_path, or with model.from_run the earlier run's result
+    (its full model/, or its own base with its adapter merged in: the chain of an SFT -> DPO run)."""
+    from . import rundir
+
+    prev = rundir.RunDir(Path(spec["from_run"])) if spec.get("from_run") else None
+    if prev is not None and prev.recipe.is_file() and prev.weights is not None:
+        if prev.weights.name == "model":
+            return model_mod.load_model(model_mod.ResolvedModel(str(prev.weights), str(prev.weights), "local"), dtype)
+        from peft import PeftModel
+
+        prev_spec = (yaml.safe_load(prev.recipe.read_text(encoding="utf-8")) or {}).get("model") or {}
+        return PeftModel.from_pretrained(base_model(prev_spec, dtype), str(prev.weights)).merge_and_unload()
+    resolved = model_mod.resolve(spec.get("name_or_path", model_mod.EMBEDDED_ALIAS))
+    return model_mod.load_model(resolved, dtype, spec.get("revision"), bool(spec.get("trust_remote_code")))
 
 
 def load(ref: str, adapter: str | None = None, device: str = "auto", warmup: bool = True) -> ChatModel:
@@ -304,7 +333,8 @@ def load(ref: str, adapter: str | None = None, device: str = "auto", warmup: boo
         # A run saves its template with the weights; a bare model may have none: use the same
         # fallback training would (chatml), so chatting a base model matches training on it.
         tok.chat_template = resolve_chat_template(tok, template_choice)[0]
-    model = model_mod.load_model(resolved, dtype, base_spec.get("revision"), bool(base_spec.get("trust_remote_code")))
+    # a run's adapter goes on the model it was trained on (following model.from_run); else the model itself
+    model = base_model(base_spec, dtype) if base_spec else model_mod.load_model(resolved, dtype)
     if adapter:
         from peft import PeftModel
 

@@ -142,6 +142,7 @@ _register_chat(app)
 from .cli_runs import register as _register_runs  # noqa: E402 - resume, runs, watch, logs, stop, checkpoint, plot
 
 _register_runs(app)
+from .cli_score import register as _register_score; _register_score(app)  # noqa: E402,E702 - score (stage rm runs)
 
 
 def main() -> None:

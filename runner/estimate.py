@@ -4,7 +4,9 @@ Reads the model's config.json (runner/model_config.py) and the weights' file siz
 sample of the data for its length distribution (data.tokenize_for), and adds up what a training step holds at its peak: weights, gradients,
 optimizer states, activations (per layer and the logits, the largest term for small models with
 big vocabularies) and the runtime itself. On CPU the figure is peak RSS; on CUDA, GPU memory.
-The time per epoch counts FLOPs per token at a measured matmul rate. The constants were fitted
+The time per epoch counts FLOPs per token at a measured matmul rate. What the training stage adds
+(two sequences per pair, a reference model's copy or forward, pt's packed blocks, rm's score head)
+comes from estimate_stages.py. The constants were fitted
 to measured peaks and epoch times (tests/test_estimate.py keeps both honest: ±30%).
 """
 
@@ -62,6 +64,8 @@ class Estimate:
     tokens_per_epoch: int
     checkpointing: bool
     advice: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the stage adds (estimate_stages.plan)
+    once_seconds: float | None = None  # before training, once: a precomputed reference's pass
 
     def lines(self) -> list[str]:
         def g(b: int) -> str:
@@ -75,8 +79,16 @@ class Estimate:
         ]
         if self.seconds_per_epoch is not None:
             out.append(f"time per epoch ~{_duration(self.seconds_per_epoch)} ({self.tokens_per_epoch:,} tokens)")
+        out += self.stage_lines()
         out += [f"advice: {a}" for a in self.advice]
         return out
+
+
+    def stage_lines(self) -> list[str]:
+        """What the recipe's stage added (two sequences per pair, the reference, ...), for every face."""
+        once = [] if self.once_seconds is None else [
+            f"before training, once: ~{_duration(self.once_seconds)} computing the reference log-probs"]
+        return once + self.notes
 
 
 def _duration(s: float) -> str:
@@ -142,14 +154,24 @@ def _lora_params(shape: ModelShape, r: int) -> int:
 
 
 def token_counts(recipe, sample: int = 256) -> tuple[list[int], list[int], int]:
-    """(token lengths, labelled tokens, number of training examples) of a sample of the real data
-    and template, tokenized exactly as training will (data.tokenize_for)."""
-    from .data import tokenize_for, tokenizer_for
+    """(token lengths, labelled tokens, number of training rows) of a sample of the real data and
+    template, tokenized exactly as training will (data.tokenize_for). Lengths are per trained
+    sequence: a preference pair gives two (prompt+chosen, prompt+rejected)."""
+    from . import data
 
     m = recipe.model
-    tok, template, _ = tokenizer_for(m.name_or_path, m.chat_template, m.revision, m.trust_remote_code)
-    prep = tokenize_for(recipe.data, tok, template, recipe.seed, recipe.stage, sample=sample)
-    return [len(t.input_ids) for t in prep.train], [t.n_trained for t in prep.train], prep.total
+    tok, template, _ = data.tokenizer_for(m.name_or_path, m.chat_template, m.revision, m.trust_remote_code)
+    # what the stage asks of the data (kto.unpair, pt.concatenate), where the data layer offers it
+    options = data.stage_options(recipe) if hasattr(data, "stage_options") else {}
+    prep = data.tokenize_for(recipe.data, tok, template, recipe.seed, recipe.stage, sample=sample, **options)
+    lengths, labelled = [], []
+    for t in prep.train:
+        lengths.append(len(t.input_ids))
+        labelled.append(t.n_trained)
+        if t.rejected_ids is not None:
+            lengths.append(len(t.rejected_ids))
+            labelled.append(sum(1 for x in t.rejected_labels or () if x != -100))
+    return lengths, labelled, prep.total
 
 
 def available_memory(device: str) -> int:
@@ -203,12 +225,19 @@ def estimate(recipe, lengths: list[int] | None = None, n_examples: int | None = 
              labelled: list[int] | None = None) -> Estimate:
     """Peak memory and time per epoch for `recipe` here. Data lengths and hardware are measured when
     not given (the data is tokenized from a sample; config.json is read, the weights are not loaded).
-    labelled: labelled tokens per example (the share of positions whose logits training computes)."""
+    labelled: labelled tokens per sequence (the share of positions whose logits training computes).
+    lengths are per trained sequence (two per row for pair stages); n_examples counts rows."""
     from . import model as model_mod
+    from .estimate_stages import plan, pt_blocks
 
+    stage = plan(recipe)
     if lengths is None:
         lengths, labelled, n_examples = token_counts(recipe)
-    n_examples = n_examples if n_examples is not None else len(lengths)
+    n_examples = n_examples if n_examples is not None else len(lengths) // stage.seqs_per_row
+    if recipe.stage == "pt" and recipe.pt.concatenate:  # documents joined and cut into full blocks
+        lengths, n_examples = pt_blocks(lengths, n_examples, recipe.data.max_length)
+        labelled = list(lengths)
+    n_seqs = n_examples * stage.seqs_per_row
     if device is None or precision is None:
         from . import device as device_mod
 
@@ -244,10 +273,14 @@ def estimate(recipe, lengths: list[int] | None = None, n_examples: int | None = 
     if method in ("full", "freeze") and precision in ("bf16", "fp16") and not cuda:
         weights += trainable * 2  # autocast keeps a half-precision copy of trainable weights per step
 
+    if stage.reference == "model":  # a frozen second copy beside the policy
+        ref_shape = _reference_shape(stage.reference_path, shape)
+        weights += ref_shape.params * store
     batch = recipe.train.batch_size
+    rows = batch * stage.seqs_per_row  # sequences per forward pass
     from .packing import packing_expected
 
-    tokens, peak_tokens = batch_tokens(lengths, batch, recipe.speed.group_by_length, packing_expected(recipe, device))
+    tokens, peak_tokens = batch_tokens(lengths, rows, recipe.speed.group_by_length, packing_expected(recipe, device))
     per_tok_layer = ACT_BYTES_PER_TOKEN_LAYER[0] * shape.hidden + ACT_BYTES_PER_TOKEN_LAYER[1] * shape.intermediate
     if precision == "fp32":
         per_tok_layer *= 2
@@ -255,12 +288,12 @@ def estimate(recipe, lengths: list[int] | None = None, n_examples: int | None = 
     if not cuda and lengths:  # cpu_attention: short rows run eager attention and keep its scores
         from .cpu_attention import EAGER_CPU_MAX_QUERY
 
-        rows, longest = batch, max(lengths)  # packed rows too: their attention runs example by example
+        longest = max(lengths)  # packed rows too: their attention runs example by example
         eager_len = min(longest, EAGER_CPU_MAX_QUERY)
         scores = rows * shape.heads * eager_len**2 * ATTN_SCORE_BYTES * (2 if precision == "fp32" else 1)
         layer_act = max(layer_act, (rows * eager_len * per_tok_layer + scores) * shape.layers)
     share = sum(labelled) / max(sum(lengths), 1) if labelled and lengths else LABELLED_SHARE
-    head_tokens = share * peak_tokens
+    head_tokens = share * peak_tokens if stage.vocab_head else 0.0  # rm: a one-output score head
     if chunked_head(recipe, shape):  # one chunk's logits at a time, plus the (tokens x hidden) gradient
         from .head_loss import HEAD_CHUNK
 
@@ -297,19 +330,38 @@ def estimate(recipe, lengths: list[int] | None = None, n_examples: int | None = 
         if batch > 1:
             advice.append(f"lower train.batch_size (now {batch}) and raise train.grad_accum to keep the effective batch")
 
-    real_tokens = int(sum(lengths) / max(len(lengths), 1) * n_examples)
-    seconds = None
+    real_tokens = int(sum(lengths) / max(len(lengths), 1) * n_seqs)
+    seconds = once = None
     if lengths:
         rate = flops if flops is not None else matmul_flops(precision, device=device)
-        computed = tokens / batch * n_examples if batch else real_tokens
-        used = shape.linear_params + shape.vocab * shape.hidden * share  # weights each token meets
+        computed = tokens / rows * n_seqs if rows else real_tokens
+        head = shape.vocab * shape.hidden * share if stage.vocab_head else 0
+        used = shape.linear_params + head  # weights each token meets
         flop_per_token = 2 * used * (2 + trainable / shape.params) + (2 * used if ckpt else 0)
+        ref = _reference_shape(stage.reference_path, shape) if stage.reference == "model" else shape
+        ref_forward = 2 * (ref.linear_params + ref.vocab * ref.hidden * share)  # no-grad: forward only
+        flop_per_token += stage.no_grad_forwards * ref_forward
         seconds = computed * flop_per_token / (rate * EFFICIENCY[precision])
+        if stage.precompute_forwards:
+            once = computed * stage.precompute_forwards * ref_forward / (rate * EFFICIENCY[precision])
         if not cuda:
             steps = -(-n_examples // (batch * recipe.train.grad_accum)) if batch else 0
             seconds += steps * trainable * OPTIMIZER_SECONDS_PER_PARAM
     return Estimate(weights, gradients, optimizer, act, runtime_bytes, peak, avail, fits, seconds,
-                    real_tokens, ckpt, advice)
+                    real_tokens, ckpt, advice, stage.notes, once)
+
+
+def _reference_shape(ref: str | None, policy: ModelShape) -> ModelShape:
+    """The shape of a reference model given by path or run (config.json read), else the policy's."""
+    from . import model as model_mod
+
+    if ref:
+        for candidate in (Path(ref) / "model", Path(ref)):
+            try:
+                return model_shape(model_mod.resolve(str(candidate)).path)
+            except Exception:  # noqa: BLE001 - a run with an adapter, a hub id offline: same as the policy
+                continue
+    return policy
 
 
 def describe(recipe) -> list[str]:

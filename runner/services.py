@@ -352,3 +352,25 @@ def checkpoint(ref: RunHandle | str | Path, wait: bool = True, timeout: float = 
     if (s.get("last_checkpoint_step") or -1) > before:
         return Outcome(True, f"checkpoint saved: {s.get('last_checkpoint')}")
     return Outcome(False, f"run ended before the checkpoint ({h.state()})")
+
+
+# ------------------------------------------------------------------------------------------
+# A run's stage figures and a reward model's scores (stage_figures.py, score.py)
+
+
+def stage_figures(ref: RunHandle | str | Path, rec: dict[str, Any], headline: bool = False,
+                  runs_dir: str | Path = "runs") -> list[str]:
+    """The run's stage figures in a metrics record ('margin +0.412', 'acc 75%', 'eval margin ...'):
+    what the monitor shows beside the loss (nothing for sft and pt)."""
+    from .stage_figures import describe, run_stage
+
+    return describe(rec, run_stage(_handle(ref, runs_dir).path), headline=headline)
+
+
+def score(ref: RunHandle | str | Path, data: str | Path, limit: int | None = None, runs_dir: str | Path = "runs"):
+    """A reward-model run's scores for the pairs in `data` (runner.score.ScoreReport: per row chosen,
+    rejected, margin; pairwise accuracy). TuneforgeError for a run that is not stage rm or a file
+    without pairs."""
+    from .score import score as run_score
+
+    return run_score(_handle(ref, runs_dir).run, data, limit)

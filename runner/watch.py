@@ -1,5 +1,5 @@
 """Following a run from any terminal, read-only: `watch` (live view from metrics.jsonl and
-status.json), `logs` (train.log, optionally followed) and `runs` (one row per run directory).
+status.json, with the run's stage figures), `logs` (train.log, optionally followed) and `runs` (one row per run directory).
 Nothing here imports torch, so these commands start instantly.
 """
 
@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import rundir
+from . import rundir, stage_figures
 from .progress import PlainProgress, RichProgress, plain_line
 
 ACTIVE = ("starting", "running")
@@ -74,7 +74,7 @@ def _ts(iso: str | None) -> float | None:
 
 
 def summary(run: rundir.RunDir) -> dict[str, Any]:
-    """One run as a row: name, state (with 'dead'), step/total, last loss, elapsed, start time."""
+    """One run as a row: name, stage, state (with 'dead'), step/total, last loss, elapsed, start time."""
     status = run.read_status()
     state = rundir.effective_state(status)
     recs = tail_records(run.metrics)
@@ -84,7 +84,8 @@ def summary(run: rundir.RunDir) -> dict[str, Any]:
     elapsed = ((end or time.time()) - start) if isinstance(start, (int, float)) and state != "dead" else None
     if state == "dead":  # the process is gone: elapsed until its last record
         elapsed = recs[-1].get("elapsed_s") if recs else None
-    return {"name": run.name, "path": str(run.path), "state": state, "step": status.get("step"),
+    return {"name": run.name, "path": str(run.path), "stage": stage_figures.run_stage(run.path), "state": state,
+            "step": status.get("step"),
             "total_steps": status.get("total_steps"), "loss": last_loss, "elapsed_s": elapsed,
             "started_at": status.get("started_at"), "started_ts": start, "error": status.get("error"),
             "last_checkpoint": status.get("last_checkpoint")}
@@ -129,6 +130,7 @@ def ending_line(run: rundir.RunDir) -> str:
     if state == "finished":
         fm = status.get("final_metrics") or {}
         extra = "".join(f", {k.replace('_', ' ')} {fm[k]}" for k in ("train_loss", "eval_loss") if fm.get(k) is not None)
+        extra += "".join(f", {part}" for part in _last_figures(run))
         return f"run {run.name} finished ({step}{extra}); weights: {status.get('weights')}"
     resume = f"; resume with: tuneforge resume {run.path}" if s["last_checkpoint"] else ""
     if state == "stopped":
@@ -139,13 +141,24 @@ def ending_line(run: rundir.RunDir) -> str:
     return f"run {run.name} {state} at {step}: {s['error'] or 'see ' + str(run.log)}{resume}"
 
 
+def _last_figures(run: rundir.RunDir) -> list[str]:
+    """The stage's headline figures at the end: the last eval's when there was one, else the last step's."""
+    stage = stage_figures.run_stage(run.path)
+    for rec in reversed(tail_records(run.metrics)):
+        parts = stage_figures.describe(rec, stage, headline=True)
+        if parts:
+            return parts
+    return []
+
+
 def watch(run: rundir.RunDir, mode: str = "auto", interval: float = 1.0, out: TextIO | None = None) -> str:
     """Show a run's progress until it ends; returns its final state."""
     out = out or sys.stdout
     rich = mode == "rich" or (mode == "auto" and out.isatty())
     status = run.read_status()
-    progress = RichProgress() if rich else PlainProgress(out)
-    title = f"tuneforge watch · {run.name}"
+    stage = stage_figures.run_stage(run.path)  # its figures (DPO's margin, ...) beside the loss
+    progress = RichProgress(stage=stage) if rich else PlainProgress(out, stage=stage)
+    title = f"tuneforge watch · {run.name}" + (f" · {stage}" if stage not in (None, "sft") else "")
     if rich:
         progress.start(title, status.get("total_steps") or 0)
     else:
@@ -156,7 +169,7 @@ def watch(run: rundir.RunDir, mode: str = "auto", interval: float = 1.0, out: Te
         while True:
             records = tail.read_new()
             if tail.restarted and rich:
-                progress.losses.clear()
+                progress.clear()
             for rec in records:
                 progress.update(rec)
             state = rundir.effective_state(run.read_status())

@@ -143,3 +143,87 @@ def test_estimate_is_within_30_percent_of_the_measured_peak_and_epoch_time(smoll
     print(f"{method} {times['precision']}: estimated {guess:.1f} s per epoch, measured {epoch:.1f} CPU s "
           f"({wall:.1f} s wall), matmul {times['rate'] / 1e9:.0f} GFLOP/s per CPU second")
     assert 0.7 * epoch <= guess <= 1.3 * epoch
+
+
+# --- what each training stage adds (estimate_stages.py) -------------------------------------------
+
+
+def _stage_estimates(model_dir, data, lengths, **stages):
+    common = dict(device="cpu", precision="bf16", flops=1e11, available_bytes=64 * GiB)
+    return {name: estimate(_recipe(model_dir, data, **extra), list(lengths), None, **common) for name, extra in stages.items()}
+
+
+def test_pairs_references_and_kl_each_add_their_cost(tiny_model_dir, tmp_path):
+    """Lengths are per trained sequence: the same 32 sequences are 32 sft rows or 16 pairs."""
+    data = _alpaca_rows(tmp_path / "a.jsonl")
+    e = _stage_estimates(
+        tiny_model_dir, data, [120] * 32,
+        sft={}, orpo={"stage": "orpo"}, dpo={"stage": "dpo"}, rm={"stage": "rm"},
+        pre={"stage": "dpo", "dpo": {"reference": {"kind": "precomputed"}}},
+        kto={"stage": "kto"}, kto_apo={"stage": "kto", "kto": {"loss_type": "apo_zero_unpaired"}})
+    assert len({x.tokens_per_epoch for x in e.values()}) == 1  # the same tokens trained in every case
+    # two sequences per row: a batch of 8 pairs holds 16 sequences' layer activations (the head's
+    # logits, chunked for LoRA, stay one chunk)
+    assert e["orpo"].activations_bytes > e["sft"].activations_bytes
+    assert e["orpo"].seconds_per_epoch == pytest.approx(e["sft"].seconds_per_epoch, rel=1e-3)
+    # reference 'base': one no-grad forward more per sequence, no second copy of the weights
+    fwd = e["dpo"].seconds_per_epoch - e["orpo"].seconds_per_epoch
+    assert fwd > 0 and e["dpo"].weights_bytes == e["orpo"].weights_bytes
+    # 'precomputed': nothing per step, the same forward once before training
+    assert e["pre"].seconds_per_epoch == pytest.approx(e["orpo"].seconds_per_epoch)
+    assert e["pre"].once_seconds == pytest.approx(fwd) and e["dpo"].once_seconds is None
+    assert any("once" in ln for ln in e["pre"].lines())
+    # kto (one sequence per row): the KL pass plus the reference on rows and KL pairs = 3 forwards;
+    # apo_zero_unpaired has no KL term: 1 (the reference on the rows)
+    assert e["kto"].seconds_per_epoch - e["sft"].seconds_per_epoch == pytest.approx(3 * fwd, rel=0.02)
+    assert e["kto_apo"].seconds_per_epoch - e["sft"].seconds_per_epoch == pytest.approx(fwd, rel=0.02)
+    # rm: a one-output score head, no vocabulary logits
+    assert e["rm"].activations_bytes < e["orpo"].activations_bytes
+    assert e["rm"].seconds_per_epoch < e["orpo"].seconds_per_epoch
+    assert any(n.startswith("stage dpo: two sequences per row") for n in e["dpo"].lines())
+    assert any(n.startswith("dpo.reference base:") for n in e["dpo"].lines())
+
+
+def test_a_reference_model_is_a_second_copy_of_the_weights(tiny_model_dir, tmp_path):
+    data = _alpaca_rows(tmp_path / "a.jsonl")
+    e = _stage_estimates(tiny_model_dir, data, [120] * 32, orpo={"stage": "orpo", "method": "full"},
+                         ref={"stage": "dpo", "method": "full", "dpo": {"reference": {"kind": "model", "model": str(tiny_model_dir)}}})
+    shape = model_shape(str(tiny_model_dir))
+    assert e["ref"].weights_bytes - e["orpo"].weights_bytes == shape.params * 4  # fp32 storage for a full run on CPU
+    assert e["ref"].seconds_per_epoch > e["orpo"].seconds_per_epoch
+
+
+def test_pt_trains_packed_blocks_of_max_length(tiny_model_dir, tmp_path):
+    data = _alpaca_rows(tmp_path / "a.jsonl")
+    e = _stage_estimates(tiny_model_dir, data, [50] * 32, sft={},
+                         pt={"stage": "pt"}, docs={"stage": "pt", "pt": {"concatenate": False}})
+    assert e["pt"].tokens_per_epoch == e["sft"].tokens_per_epoch == 1600  # the same tokens, no padding added
+    assert e["pt"].activations_bytes > e["docs"].activations_bytes  # a batch of 256-token blocks, not 50-token docs
+    assert any("packed max_length blocks" in ln for ln in e["pt"].lines())
+
+
+def test_preference_data_counts_both_replies(tiny_model_dir):
+    from conftest import shared
+
+    from tuneforge.runner.data import tokenize_for, tokenizer_for
+    from tuneforge.runner.estimate import token_counts
+
+    recipe = recipe_from_dict({"stage": "dpo", "model": {"name_or_path": str(tiny_model_dir)}, "device": "cpu",
+                               "data": {"train": [{"path": str(shared("dpo_en_demo.json")), "max_samples": 24}]}})
+    lengths, labelled, rows = token_counts(recipe, sample=24)
+    tok, template, _ = tokenizer_for(str(tiny_model_dir))
+    prep = tokenize_for(recipe.data, tok, template, recipe.seed, "dpo", sample=24)
+    assert rows == 24 and lengths == [n for t in prep.train for n in (len(t.input_ids), len(t.rejected_ids))]
+    assert all(0 < lab <= n for lab, n in zip(labelled, lengths))
+
+
+def test_validate_prints_what_the_stage_adds(tiny_model_dir, tmp_path, run_cli):
+    from conftest import shared
+
+    path = tmp_path / "dpo.yaml"
+    path.write_text(yaml.safe_dump({"stage": "dpo", "model": {"name_or_path": str(tiny_model_dir)},
+                                    "data": {"train": [{"path": str(shared("dpo_en_demo.json")), "max_samples": 16}]}}))
+    out = run_cli("validate", str(path))
+    assert out.returncode == 0, out.stderr
+    assert "# stage dpo: two sequences per row (prompt+chosen, prompt+rejected)" in out.stdout
+    assert "# dpo.reference base: the adapter switched off" in out.stdout

@@ -90,6 +90,7 @@ class MethodStep(WizardStep):
             lines.append(f"time: ~{fmt_duration(est.seconds_per_epoch)} per epoch")
         else:
             lines.append("time: known once the dataset is chosen")
+        lines += est.stage_lines()  # what the stage adds: two sequences per pair, the reference, ...
         lines += [f"advice: {a}" for a in est.advice]
         panel.update("\n".join(lines))
         panel.styles.border = ("round", "green" if est.fits else "red")

@@ -18,7 +18,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Log, ProgressBar, Sparkline, Static
 
 from tuneforge.runner.progress import fmt_duration
-from tuneforge.runner.services import RunHandle
+from tuneforge.runner.services import RunHandle, stage_figures
 
 from .dialogs import Confirm
 
@@ -102,6 +102,9 @@ class MonitorScreen(Screen):
             t.append(f"  loss {rec['loss']:.4f}")
         if rec.get("eval_loss") is not None:
             t.append(f"  eval {rec['eval_loss']:.4f}")
+        figures = stage_figures(self.handle, rec)  # the stage's own (DPO's margin, accuracy, ...)
+        if figures:
+            t.append("\n" + "  ".join(figures))
         t.append("\n")
         if rec.get("lr") is not None:
             t.append(f"lr {rec['lr']:.2e}  ")
