@@ -144,6 +144,11 @@ from .cli_runs import register as _register_runs  # noqa: E402 - resume, runs, w
 _register_runs(app)
 
 
+from .cli_eval import register as _register_eval  # noqa: E402 - tuneforge eval
+
+_register_eval(app)
+
+
 def main() -> None:
     from . import threads
 

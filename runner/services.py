@@ -352,3 +352,61 @@ def checkpoint(ref: RunHandle | str | Path, wait: bool = True, timeout: float = 
     if (s.get("last_checkpoint_step") or -1) > before:
         return Outcome(True, f"checkpoint saved: {s.get('last_checkpoint')}")
     return Outcome(False, f"run ended before the checkpoint ({h.state()})")
+
+
+# ------------------------------------------------------------------------------------------
+# Evaluation (runner/eval): `tuneforge eval`, the TUI's eval screen, `runs`' eval column
+
+
+def eval_spec(**options: Any):
+    """An EvalSpec from command-line/TUI options (TuneforgeError naming each bad option)."""
+    from pydantic import ValidationError
+
+    from .eval.spec import EvalSpec
+
+    try:
+        return EvalSpec(**{k: v for k, v in options.items() if v is not None})
+    except ValidationError as err:
+        lines = [f"{'.'.join(map(str, e['loc'])) or 'eval'}: {e['msg']}" for e in err.errors()]
+        raise TuneforgeError("bad eval options:\n" + "\n".join(f"  - {x}" for x in lines),
+                             "see tuneforge eval --help") from None
+
+
+def evaluate(target: str, spec, data: list[str] | None = None, out: str | Path | None = None,
+             runs_dir: str | Path = "runs", say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Score a run (tuned and base) or a model; writes <out>/results.json; returns it with 'dir'."""
+    from .eval import session
+
+    p = session.plan(target, spec, data, out, str(runs_dir))
+    doc = session.run(p, say)
+    doc["dir"] = str(p.out)
+    return doc
+
+
+def eval_table(doc: dict[str, Any]):
+    """The rich table of an eval's results (tuned, base, difference, interval)."""
+    from .eval.table import table
+
+    return table(doc)
+
+
+def latest_eval(ref: RunHandle | str | Path, runs_dir: str | Path = "runs") -> dict[str, Any] | None:
+    """The newest eval results of a run (None when it was never evaluated)."""
+    from .eval.results import latest
+
+    return latest(_handle(ref, runs_dir).path)
+
+
+def eval_headline(run_path: str | Path) -> str:
+    """One line for run lists: the latest eval's first scores and differences ('' when none)."""
+    from .eval.results import headline_for
+
+    return headline_for(Path(run_path))
+
+
+def launch_eval(ref: RunHandle | str | Path, args: list[str] | tuple[str, ...] = (), runs_dir: str | Path = "runs") -> Path:
+    """Start `tuneforge eval RUN ARGS` in the background (the TUI's eval action); returns its log file."""
+    from . import launcher
+
+    handle = _handle(ref, runs_dir)
+    return launcher.start_eval(handle.run, list(args))
