@@ -53,8 +53,8 @@ def headline(rows: list[dict]) -> str:
         if r["section"] in seen or r.get("tuned") is None:
             continue
         seen.add(r["section"])
-        name = r["section"].split(" · ")[0] if r["section"].startswith(("loss", "generate")) else r["section"]
-        text = f"{name} {r['metric']} {fmt(r['tuned'], r['metric'])}"
+        name = "" if r["section"].startswith(("loss ·", "generate ·")) else r["section"] + " "
+        text = f"{name}{r['metric']} {fmt(r['tuned'], r['metric'])}"
         if r.get("diff") is not None:
             text += f" ({r['diff']:+.{_places(r['metric'])}f})"
         parts.append(text)
@@ -66,7 +66,7 @@ def headline_for(run_path: Path) -> str:
     data = latest(run_path)
     if not data:
         return ""
-    return data.get("headline") or ("(eval " + str(data.get("state", "?")) + ")")
+    return headline(data.get("rows") or []) or f"(eval {data.get('state', '?')})"
 
 
 def _places(metric: str) -> int:

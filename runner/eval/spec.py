@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from ..recipe_io import data_check, file_problem
 
 MODES = ("loss", "generate", "bench")
 Mode = Literal["loss", "generate", "bench"]
@@ -55,6 +57,11 @@ class EvalSpec(BaseModel):
         description="Inside a training recipe: also score loss (and generate, if listed) every N steps on the "
         "eval data; the points appear on `tuneforge plot`.",
     )
+
+    @field_validator("data")
+    @classmethod
+    def _data_exist(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        return [p if p.startswith("hf:") else file_problem(p, info, data_check) for p in v]
 
     @model_validator(mode="after")
     def _modes_unique(self) -> "EvalSpec":
