@@ -160,9 +160,26 @@ def plan(names: list[str], given_dir: str | None, num_fewshot: int) -> list[Task
 
 
 def _lm_eval_task_names() -> list[str]:
+    """Every task, group and tag name lm-eval knows; indexing its ~15k yaml files takes ~10-30 s,
+    so the list is kept in the user cache per lm-eval version."""
+    import json
+    from importlib.metadata import version
+
+    from ..paths import cache_dir
+
+    path = cache_dir() / f"lm-eval-{version('lm_eval')}-tasks.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        pass
     from lm_eval.tasks import TaskManager
 
-    return TaskManager().all_tasks
+    names = list(TaskManager().all_tasks)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(names), encoding="utf-8")
+    os.replace(tmp, path)
+    return names
 
 
 def _quiet() -> None:
