@@ -42,6 +42,7 @@ def register(app: typer.Typer) -> None:
                                   max_new_tokens=max_new_tokens, batch_size=batch_size, base=base)
         doc = services.evaluate(target, spec, data=data or [], out=out, runs_dir=runs_dir,
                                 say=lambda line: typer.echo(line, err=True))
-        console = Console(highlight=False)
-        console.print(services.eval_table(doc))
-        console.print(f"results: {doc['dir']}/results.json")
+        import sys
+
+        Console(highlight=False, width=None if sys.stdout.isatty() else 120).print(services.eval_table(doc))
+        typer.echo(f"results: {doc['dir']}/results.json")

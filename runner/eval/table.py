@@ -12,7 +12,7 @@ def table(doc: dict):
     has_base = any("base" in r for r in rows)
     t = Table(title=f"eval of {doc.get('target')}", title_justify="left")
     for col in ["section", "metric", "tuned" if doc.get("run") else "score", *(["base", "diff", "95% CI of diff"] if has_base else ["95% CI"]), "n"]:
-        t.add_column(col, justify="left" if col in ("section", "metric") else "right")
+        t.add_column(col, justify="left" if col in ("section", "metric") else "right", no_wrap=col != "section")
     last = None
     for r in rows:
         m = r["metric"]
