@@ -409,4 +409,24 @@ def launch_eval(ref: RunHandle | str | Path, args: list[str] | tuple[str, ...] =
     from . import launcher
 
     handle = _handle(ref, runs_dir)
-    return launcher.start_eval(handle.run, list(args))
+    args = list(args)
+    modes = [m for i, a in enumerate(args) if a == "--mode" for m in args[i + 1].split(",")] or ["loss", "generate"]
+    tasks = [t for i, a in enumerate(args) if a == "--tasks" for t in args[i + 1].split(",")]
+    data = [args[i + 1] for i, a in enumerate(args) if a == "--data"]
+    eval_spec(modes=[m.strip() for m in modes if m.strip()], tasks=tasks)  # bad options: a message, no process
+    missing = [d for d in data if not d.startswith("hf:") and not Path(d).exists()]
+    if missing or ({"loss", "generate"} & set(modes) and not data):
+        raise TuneforgeError(f"eval data '{missing[0]}' does not exist" if missing else "loss and generate need a data file",
+                             "give a data file with reference answers (json/jsonl/csv/parquet), or use mode bench")
+    if handle.weights is None:
+        raise TuneforgeError(f"run '{handle.name}' has no final weights yet", "evaluate it when it has finished")
+    return launcher.start_eval(handle.run, args)
+
+
+def eval_console(ref: RunHandle | str | Path, limit: int = 4000, runs_dir: str | Path = "runs") -> str:
+    """The end of a background eval's output (runs/<name>/eval/console.log), '' when none."""
+    path = _handle(ref, runs_dir).path / "eval" / "console.log"
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")[-limit:]
+    except OSError:
+        return ""

@@ -24,7 +24,7 @@ def table(doc: dict):
             better = diff is not None and (diff > 0) == r.get("higher_is_better", True) and diff != 0
             color = "green" if better else ("red" if diff else "")
             ci = r.get("ci95")
-            text = f"{diff:+.{4 if not r.get('higher_is_better', True) else 2}f}" if diff is not None else "-"
+            text = ("+" if diff > 0 else "") + fmt(diff, m) if diff is not None else "-"
             cells += [fmt(r.get("base"), m), f"[{color}]{text}[/]" if color else text,
                       _ci(ci, m) if ci else ""]
         else:
