@@ -123,3 +123,14 @@ def test_generate_needs_reference_answers(tmp_path):
     with pytest.raises(TuneforgeError, match="without a reference answer") as err:
         items_mod.require_references(data)
     assert "--mode loss" in err.value.fix
+
+
+def test_a_missing_extra_names_the_pip_command(monkeypatch):
+    from tuneforge.runner.errors import TuneforgeError
+    from tuneforge.runner.eval import deps
+
+    assert deps.missing(["loss", "generate", "bench"]) == []  # CI installs .[test,eval]
+    monkeypatch.setitem(deps.NEEDS, "bench", {"tuneforge_no_such_module": "lm-eval"})
+    with pytest.raises(TuneforgeError, match="need lm-eval") as err:
+        deps.require(["loss", "bench"])
+    assert "pip install 'tuneforge[eval]'" in err.value.fix
