@@ -22,10 +22,6 @@ class Item:
     prompt: list[dict] | None  # chat messages before the reply (None: plain text, no reference)
     reference: str | None
 
-    @property
-    def row_id(self) -> str:
-        return self.source
-
 
 def _split(ex: Example) -> tuple[list[dict] | None, str | None]:
     if ex.kind == "preference" and ex.chosen is not None:
