@@ -75,6 +75,14 @@ def test_eval_prints_base_and_tuned_side_by_side_and_runs_shows_the_headline(eva
     assert runs.returncode == 0 and "eval" in runs.stdout and "loss" in runs.stdout.split("eval", 1)[1]
 
 
+def test_without_data_a_run_is_scored_on_its_own_eval_data(eval_run, run_cli, tmp_path):
+    out = run_cli("eval", str(eval_run), "--mode", "loss", "--max-samples", "3", "--no-base", "--out", str(tmp_path / "o"))
+    assert out.returncode == 0, out.stderr
+    doc = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert [r["section"] for r in doc["rows"]] == ["loss · rows.json"] * 2 and "base" not in doc["rows"][0]
+    assert "95% CI" in out.stdout and "diff" not in out.stdout  # alone: the interval of the score itself
+
+
 @pytest.mark.parametrize("args, message", [
     (["--data", "{text}", "--mode", "generate"], "without a reference answer"),
     (["--data", "{missing}"], "does not exist"),

@@ -54,17 +54,20 @@ def plan(target: str, spec: EvalSpec, data: list[str] | None = None, out: str | 
     ref = resolve_target(target, runs_dir)
     run_path = Path(ref) if (Path(ref) / "recipe.yaml").is_file() else None
     deps.require(spec.modes)
-    data_opts = {}
+    data_opts, run_data = {}, []
     if run_path is not None:
         recipe = yaml.safe_load((run_path / "recipe.yaml").read_text(encoding="utf-8")) or {}
         data_opts = recipe.get("data") or {}
-    paths = list(data or spec.data)
+        # no --data: the run's own eval data (its eval: block, else its data.eval files)
+        run_data = list((recipe.get("eval") or {}).get("data") or []) or [
+            d["path"] for d in data_opts.get("eval") or [] if isinstance(d, dict) and d.get("path")]
+    paths = list(data or spec.data or run_data)
     p = Plan(ref, run_path, spec, Path(out) if out else Path(), data_opts=data_opts)
     if {"loss", "generate"} & set(spec.modes):
         p.items = items_mod.read_items(paths, spec.max_samples)
         if "generate" in spec.modes:
             items_mod.require_references(p.items)
-    elif paths:
+    elif data:
         raise TuneforgeError("--data was given but no mode uses it", "add --mode loss,generate, or leave out --data")
     if "bench" in spec.modes:
         from . import bench
