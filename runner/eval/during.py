@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def _every_class():
             self.rows = {p: loss.tokenize(its, self.chat) for p, its in self.items.items()}
 
         def on_step_end(self, args, state, control_, model=None, **kw):
-            if model is None or state.global_step % self.spec.every_steps:
+            if model is None or state.global_step % self.spec.every_steps or not state.is_world_process_zero:
                 return
             point = score_in_training(model, self.tok, self.spec, self.items, self.rows, state.global_step)
             path = results.eval_root(self.run.path) / results.DURING
@@ -95,8 +96,8 @@ def score_in_training(model, tok, spec, items, rows, step: int) -> dict:
 
 def after_training(recipe, run: RunDir, model, tokenizer, say) -> Path | None:
     """eval.during_training 'end': evaluate the finished run with the model in memory; never raises."""
-    if recipe.eval.during_training != "end":
-        return None
+    if recipe.eval.during_training != "end" or int(os.environ.get("RANK", "0")) != 0:
+        return None  # one evaluation per run: the first process of a distributed launch does it
     from . import session
 
     spec, paths = recipe.eval, eval_paths(recipe)
