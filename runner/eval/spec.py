@@ -22,7 +22,7 @@ class EvalSpec(BaseModel):
     data: list[str] = Field(
         default_factory=list,
         description="Data files (any format tuneforge reads) to score loss and generations on, relative to the "
-        "recipe file. Empty: the recipe's data.eval files (during training) or `--data` (tuneforge eval).",
+        "recipe file. Empty: the recipe's data.eval files. `tuneforge eval RUN` scores these unless --data is given.",
     )
     modes: list[Mode] = Field(
         default_factory=lambda: ["loss", "generate"],
