@@ -129,3 +129,18 @@ def test_quickstart_run_beats_its_base_on_identity_questions_by_exact_match(quic
     assert em["tuned"] > em["base"], em
     loss = next(r for r in doc["rows"] if r["metric"] == "loss")
     assert loss["tuned"] < loss["base"]
+
+
+def test_bench_scores_tuned_and_base_on_a_local_mmlu_with_few_shot(eval_run, run_cli, tmp_path):
+    from test_eval_bench import MMLU, mini_mmlu
+
+    root = mini_mmlu(tmp_path / "bench")
+    out = run_cli("eval", str(eval_run), "--tasks", "mmlu", "--bench-dir", str(root), "--num-fewshot", "1",
+                  "--out", str(tmp_path / "o"))
+    assert out.returncode == 0, out.stderr
+    assert "mmlu (1-shot)" in out.stdout
+    doc = json.loads((tmp_path / "o" / "results.json").read_text())
+    (row,) = doc["rows"]
+    assert row["metric"] == "acc" and row["n"] == sum(len(v) for v in MMLU.values())
+    assert 0 <= row["tuned"] <= 100 and 0 <= row["base"] <= 100 and len(row["ci95"]) == 2
+    assert set(doc["subjects"]["mmlu (1-shot)"]["tuned"]) == set(MMLU)
