@@ -106,7 +106,7 @@ def run(p: Plan, say: Callable[[str], None] = print, loaded: list[View] | None =
                 t0 = time.perf_counter()
                 say(f"{v.name}: {mode} ...")
                 with v.active():
-                    raw[v.name].update(_score(mode, v, p))
+                    raw[v.name].update(_score(mode, v, p, say))
                 doc["timings"][f"{v.name}.{mode}"] = round(time.perf_counter() - t0, 2)
                 doc["rows"] = _rows(raw, p)
                 write()
@@ -122,7 +122,7 @@ def run(p: Plan, say: Callable[[str], None] = print, loaded: list[View] | None =
     return doc
 
 
-def _score(mode: str, v: View, p: Plan) -> dict[str, dict]:
+def _score(mode: str, v: View, p: Plan, say: Callable[[str], None]) -> dict[str, dict]:
     """{section: {"scored": {metric: Scored}, "n": rows, ...}} of one view in one mode."""
     from . import metrics
 
@@ -133,6 +133,8 @@ def _score(mode: str, v: View, p: Plan) -> dict[str, dict]:
         chat = loss.chat_tokenizer(v.tokenizer, p.data_opts)
         for path, its in p.items.items():
             rows = loss.tokenize(its, chat)
+            if len(rows) < len(its):
+                say(f"{path}: {len(its) - len(rows)} row(s) the chat template refuses are left out of the loss")
             per = loss.row_losses(v.model, rows, p.spec.batch_size, v.device)
             s = metrics.ratio_scored([r.nll for r in per], [r.tokens for r in per])
             out[f"loss · {Path(path).name}"] = {"scored": {"loss": s}, "n": len(per),
