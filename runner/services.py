@@ -359,17 +359,10 @@ def checkpoint(ref: RunHandle | str | Path, wait: bool = True, timeout: float = 
 
 
 def eval_spec(**options: Any):
-    """An EvalSpec from command-line/TUI options (TuneforgeError naming each bad option)."""
-    from pydantic import ValidationError
+    """An EvalSpec from command-line/app options (None = default; TuneforgeError naming each bad option)."""
+    from .eval.spec import build
 
-    from .eval.spec import EvalSpec
-
-    try:
-        return EvalSpec(**{k: v for k, v in options.items() if v is not None})
-    except ValidationError as err:
-        lines = [f"{'.'.join(map(str, e['loc'])) or 'eval'}: {e['msg']}" for e in err.errors()]
-        raise TuneforgeError("bad eval options:\n" + "\n".join(f"  - {x}" for x in lines),
-                             "see tuneforge eval --help") from None
+    return build(**options)
 
 
 def evaluate(target: str, spec, data: list[str] | None = None, out: str | Path | None = None,
@@ -404,23 +397,24 @@ def eval_headline(run_path: str | Path) -> str:
     return headline_for(Path(run_path))
 
 
-def launch_eval(ref: RunHandle | str | Path, args: list[str] | tuple[str, ...] = (), runs_dir: str | Path = "runs") -> Path:
-    """Start `tuneforge eval RUN ARGS` in the background (the TUI's eval action); returns its log file."""
+def launch_eval(ref: RunHandle | str | Path, spec, data: list[str] | None = None, runs_dir: str | Path = "runs") -> Path:
+    """Start `tuneforge eval RUN` for `spec` in the background (the app's eval screen); returns its log file.
+    Missing data or weights are reported here, before a process starts."""
     from . import launcher
+    from .eval.session import run_eval_data
+    from .eval.spec import to_args
 
     handle = _handle(ref, runs_dir)
-    args = list(args)
-    modes = [m for i, a in enumerate(args) if a == "--mode" for m in args[i + 1].split(",")] or ["loss", "generate"]
-    tasks = [t for i, a in enumerate(args) if a == "--tasks" for t in args[i + 1].split(",")]
-    data = [args[i + 1] for i, a in enumerate(args) if a == "--data"]
-    eval_spec(modes=[m.strip() for m in modes if m.strip()], tasks=tasks)  # bad options: a message, no process
+    data = list(data or [])
     missing = [d for d in data if not d.startswith("hf:") and not Path(d).exists()]
-    if missing or ({"loss", "generate"} & set(modes) and not data):
-        raise TuneforgeError(f"eval data '{missing[0]}' does not exist" if missing else "loss and generate need a data file",
+    if missing:
+        raise TuneforgeError(f"eval data '{missing[0]}' does not exist", "give a data file with reference answers")
+    if {"loss", "generate"} & set(spec.modes) and not (data or spec.data or run_eval_data(handle.path)):
+        raise TuneforgeError("loss and generate need a data file, and this run has no eval data",
                              "give a data file with reference answers (json/jsonl/csv/parquet), or use mode bench")
     if handle.weights is None:
         raise TuneforgeError(f"run '{handle.name}' has no final weights yet", "evaluate it when it has finished")
-    return launcher.start_eval(handle.run, args)
+    return launcher.start_eval(handle.run, to_args(spec, data))
 
 
 def eval_console(ref: RunHandle | str | Path, limit: int = 4000, runs_dir: str | Path = "runs") -> str:

@@ -54,14 +54,8 @@ def plan(target: str, spec: EvalSpec, data: list[str] | None = None, out: str | 
     ref = resolve_target(target, runs_dir)
     run_path = Path(ref) if (Path(ref) / "recipe.yaml").is_file() else None
     deps.require(spec.modes)
-    data_opts, run_data = {}, []
-    if run_path is not None:
-        recipe = yaml.safe_load((run_path / "recipe.yaml").read_text(encoding="utf-8")) or {}
-        data_opts = recipe.get("data") or {}
-        # no --data: the run's own eval data (its eval: block, else its data.eval files)
-        run_data = list((recipe.get("eval") or {}).get("data") or []) or [
-            d["path"] for d in data_opts.get("eval") or [] if isinstance(d, dict) and d.get("path")]
-    paths = list(data or spec.data or run_data)
+    data_opts = (_run_recipe(run_path).get("data") or {}) if run_path else {}
+    paths = list(data or spec.data or (run_eval_data(run_path) if run_path else []))
     p = Plan(ref, run_path, spec, Path(out) if out else Path(), data_opts=data_opts)
     if {"loss", "generate"} & set(spec.modes):
         p.items = items_mod.read_items(paths, spec.max_samples)
@@ -78,6 +72,18 @@ def plan(target: str, spec: EvalSpec, data: list[str] | None = None, out: str | 
     else:
         p.out.mkdir(parents=True, exist_ok=True)
     return p
+
+
+def _run_recipe(run_path: Path) -> dict:
+    return yaml.safe_load((Path(run_path) / "recipe.yaml").read_text(encoding="utf-8")) or {}
+
+
+def run_eval_data(run_path: Path) -> list[str]:
+    """What a run is scored on without --data: its recipe's eval.data, else its data.eval files."""
+    recipe = _run_recipe(run_path)
+    evals = (recipe.get("data") or {}).get("eval") or []
+    return list((recipe.get("eval") or {}).get("data") or []) or [
+        d["path"] for d in evals if isinstance(d, dict) and d.get("path")]
 
 
 def views(p: Plan) -> list[View]:

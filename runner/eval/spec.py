@@ -70,3 +70,28 @@ class EvalSpec(BaseModel):
         if "bench" in self.modes and not self.tasks:
             raise ValueError("mode 'bench' needs tasks, e.g. tasks: [mmlu]")
         return self
+
+
+def build(**options) -> EvalSpec:
+    """An EvalSpec from command-line or app options (None = default); TuneforgeError naming each bad one."""
+    from pydantic import ValidationError
+
+    from ..errors import TuneforgeError
+
+    try:
+        return EvalSpec(**{k: v for k, v in options.items() if v is not None})
+    except ValidationError as err:
+        lines = [f"{'.'.join(map(str, e['loc'])) or 'eval'}: {e['msg']}" for e in err.errors()]
+        raise TuneforgeError("bad eval options:\n" + "\n".join(f"  - {x}" for x in lines),
+                             "see tuneforge eval --help") from None
+
+
+def to_args(spec: EvalSpec, data: list[str]) -> list[str]:
+    """The `tuneforge eval` options that run `spec` on `data` (the app starts evals with them)."""
+    args = [a for path in data for a in ("--data", path)] + ["--mode", ",".join(spec.modes)]
+    args += ["--tasks", ",".join(spec.tasks)] if spec.tasks else []
+    args += ["--bench-dir", spec.bench_dir] if spec.bench_dir else []
+    args += ["--max-samples", str(spec.max_samples)] if spec.max_samples else []
+    args += ["--num-fewshot", str(spec.num_fewshot), "--max-new-tokens", str(spec.max_new_tokens),
+             "--batch-size", str(spec.batch_size)]
+    return args + ([] if spec.base else ["--no-base"])

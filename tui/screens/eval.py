@@ -19,19 +19,8 @@ from tuneforge.runner import services
 from tuneforge.runner.errors import TuneforgeError
 
 
-def eval_args(data: str, modes: str, tasks: str, bench_dir: str, base: bool) -> list[str]:
-    """The `tuneforge eval` options for what the form holds (comma-separated fields)."""
-    args: list[str] = []
-    for path in (p.strip() for p in data.split(",")):
-        if path:
-            args += ["--data", path]
-    if modes.strip():
-        args += ["--mode", modes.strip()]
-    if tasks.strip():
-        args += ["--tasks", tasks.strip()]
-    if bench_dir.strip():
-        args += ["--bench-dir", bench_dir.strip()]
-    return args + ([] if base else ["--no-base"])
+def _list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
 
 
 class EvalScreen(Screen):
@@ -95,10 +84,11 @@ class EvalScreen(Screen):
 
     def action_start(self) -> None:
         value = {w.id: w.value for w in self.query(Input)}
-        args = eval_args(value["data"], value["modes"], value["tasks"], value["bench_dir"], self.query_one(Checkbox).value)
         error = self.query_one("#error", Static)
         try:
-            log = services.launch_eval(self.run_path, args)
+            spec = services.eval_spec(modes=_list(value["modes"]) or None, tasks=_list(value["tasks"]),
+                                      bench_dir=value["bench_dir"].strip() or None, base=self.query_one(Checkbox).value)
+            log = services.launch_eval(self.run_path, spec, _list(value["data"]))
         except TuneforgeError as exc:
             error.update(str(exc))
             return
