@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
     def eval_cmd(
         target: Annotated[str, typer.Argument(help="A run directory or name, or a model (alias, folder, hub id).", show_default=False)],
         data: Annotated[Optional[list[str]], typer.Option("--data", help="Data file to score loss and generations on (repeatable).")] = None,
-        mode: Annotated[Optional[list[str]], typer.Option("--mode", help="loss, generate, bench (comma-separated; default loss,generate, or bench when only --tasks is given).")] = None,
+        mode: Annotated[Optional[list[str]], typer.Option("--mode", help="loss, generate, bench (comma-separated; default: loss,generate on --data, plus bench with --tasks).")] = None,
         tasks: Annotated[Optional[list[str]], typer.Option("--tasks", help="Benchmarks for bench: mmlu, ceval, cmmlu (offline from --bench-dir) or any lm-eval task.")] = None,
         num_fewshot: Annotated[int, typer.Option("--num-fewshot", help="Worked examples before each benchmark question (0 or 5).")] = 0,
         bench_dir: Annotated[Optional[Path], typer.Option("--bench-dir", help="Folder with mmlu/ ceval/ cmmlu/ in their standard layouts (default $TUNEFORGE_BENCH_DIR).")] = None,
@@ -36,7 +36,8 @@ def register(app: typer.Typer) -> None:
 
         from . import services
 
-        modes = _split(mode) or (["bench"] if tasks and not data else ["loss", "generate"])
+        # no --mode: loss and generate on the data, and bench when --tasks names benchmarks
+        modes = _split(mode) or [*(["loss", "generate"] if data or not tasks else []), *(["bench"] if tasks else [])]
         spec = services.eval_spec(modes=modes, tasks=_split(tasks), num_fewshot=num_fewshot,
                                   bench_dir=str(bench_dir) if bench_dir else None, max_samples=max_samples,
                                   max_new_tokens=max_new_tokens, batch_size=batch_size, base=base)
