@@ -145,6 +145,11 @@ _register_runs(app)
 from .cli_score import register as _register_score; _register_score(app)  # noqa: E402,E702 - score (stage rm runs)
 
 
+from .cli_eval import register as _register_eval  # noqa: E402 - tuneforge eval
+
+_register_eval(app)
+
+
 def main() -> None:
     from . import threads
 

@@ -46,9 +46,11 @@ def register(app: typer.Typer) -> None:
         """List runs: name, state (running/finished/failed/stopped/dead), step, loss, elapsed, start time."""
         import json
 
-        from .services import list_runs
+        from .services import eval_headline, list_runs
 
         rows = list_runs(runs_dir)
+        for r in rows:
+            r["eval"] = eval_headline(r["path"])  # the latest `tuneforge eval` scores ('' when none)
         if as_json:
             for r in rows:
                 typer.echo(json.dumps(r, ensure_ascii=False))
@@ -139,13 +141,15 @@ def runs_table(rows: list[dict]):
     from .progress import fmt_duration
 
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for col in ("name", "state", "step", "loss", "elapsed", "started"):
-        table.add_column(col, no_wrap=col != "name", overflow="fold")
+    evals = any(r.get("eval") for r in rows)
+    for col in ("name", "state", "step", "loss", "elapsed", "started", *(["eval"] if evals else [])):
+        table.add_column(col, no_wrap=col not in ("name", "eval"), overflow="fold")
     colors = {"running": "green", "finished": "cyan", "failed": "red", "dead": "red", "stopped": "yellow"}
     for r in rows:
         started = (r["started_at"] or "")[:16].replace("T", " ")
         loss = f"{r['loss']:.4f}" if isinstance(r["loss"], (int, float)) else "-"
         color = colors.get(r["state"], "white")
         table.add_row(r["name"], f"[{color}]{r['state']}[/]", f"{r['step'] or 0}/{r['total_steps'] or '?'}", loss,
-                      fmt_duration(r["elapsed_s"]) if r["elapsed_s"] is not None else "-", started)
+                      fmt_duration(r["elapsed_s"]) if r["elapsed_s"] is not None else "-", started,
+                      *([r.get("eval") or "-"] if evals else []))
     return table

@@ -103,3 +103,14 @@ def start(run: rundir.RunDir, *, tmux: bool, resume: bool = False, progress: str
     if run.read_status().get("state") == "starting" and started.pid:
         run.update_status(pid=started.pid, launcher=started.method, tmux_session=started.session)
     return started
+
+
+def start_eval(run: rundir.RunDir, args: list[str]) -> Path:
+    """`tuneforge eval RUN ARGS` in a new session (setsid), output in RUN/eval/console.log; returns that log."""
+    log = run.path / "eval" / "console.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "tuneforge.runner.cli", "eval", str(run.path), *args]
+    with open(log, "ab") as out, open(os.devnull, "rb") as devnull:
+        subprocess.Popen(cmd, stdin=devnull, stdout=out, stderr=subprocess.STDOUT, env=child_env(),
+                         start_new_session=True, close_fds=True, cwd=Path.cwd())
+    return log

@@ -34,7 +34,10 @@ def plot_run(run: rundir.RunDir, out: Path | None = None) -> Path:
     records = run.read_metrics()
     train = [(r["step"], r["loss"]) for r in records if _finite(r.get("loss"))]
     evals = sorted({r["step"]: r["eval_loss"] for r in records if _finite(r.get("eval_loss"))}.items())
-    if not train and not evals:
+    from .eval.results import read_during  # the recipe's eval: block, scored every N steps
+
+    scored = sorted({p["step"]: p["loss"] for p in read_during(run.path) if _finite(p.get("loss"))}.items())
+    if not train and not evals and not scored:
         raise TuneforgeError(f"run '{run.name}' has no losses in {run.metrics} yet",
                              "wait for the first log step (train.logging_steps) and try again")
     import matplotlib
@@ -60,6 +63,10 @@ def plot_run(run: rundir.RunDir, out: Path | None = None) -> Path:
                     marker="o", markersize=3, label="eval (raw)")
             if smoothed:
                 ax.plot(steps, smooth(list(losses), 0.6), color="tab:orange", linewidth=2, label="eval (smoothed)")
+        if scored:
+            steps, losses = zip(*scored)
+            ax.plot(steps, losses, color="tab:green", linewidth=1.5, linestyle="--", marker="s", markersize=4,
+                    label="eval block (tuneforge eval)")
         last = records[-1] if records else {}
         ax.set_title(f"{run.name} · step {last.get('step', '?')}/{last.get('total_steps', '?')}", fontsize=11)
         ax.set_xlabel("" if figs else "step")

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from . import recipe_io
+from .eval.spec import EvalSpec
 from .errors import RecipeError
 from .recipe_io import CHAT_TEMPLATES, data_check, file_problem, looks_like_local_model, model_check, registry_check, resolve_path, run_check, template_check
 from .recipe_io import parse_override  # noqa: F401 - part of this module's API (the wizard types values with it)
@@ -302,6 +303,7 @@ class Recipe(StrictModel):
     )
     device: str = Field("auto", description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'.")
     output: OutputSpec = Field(default_factory=OutputSpec, description="Where runs are written.")
+    eval: EvalSpec = Field(default_factory=EvalSpec, description="Evaluation after (or during) training and the defaults of `tuneforge eval`; see docs/eval.md.")
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
         default_factory=list,
         description="Experiment trackers fed by the trainer's own integrations: tensorboard (event files in "
@@ -379,6 +381,9 @@ def resolve_paths(recipe: Recipe, base_dir: Path) -> Recipe:
     for ref in (recipe.dpo.reference, recipe.kto.reference):
         if ref.model and looks_like_local_model(ref.model, base_dir):
             ref.model = resolve_path(ref.model, base_dir)
+    recipe.eval.data = [p if p.startswith("hf:") else resolve_path(p, base_dir) for p in recipe.eval.data]
+    if recipe.eval.bench_dir:
+        recipe.eval.bench_dir = resolve_path(recipe.eval.bench_dir, base_dir)
     tpl = recipe.model.chat_template
     if tpl not in ("auto", *CHAT_TEMPLATES):
         recipe.model.chat_template = resolve_path(tpl, base_dir)

@@ -374,3 +374,75 @@ def score(ref: RunHandle | str | Path, data: str | Path, limit: int | None = Non
     from .score import score as run_score
 
     return run_score(_handle(ref, runs_dir).run, data, limit)
+
+
+# ------------------------------------------------------------------------------------------
+# Evaluation (runner/eval): `tuneforge eval`, the TUI's eval screen, `runs`' eval column
+
+
+def eval_spec(**options: Any):
+    """An EvalSpec from command-line/app options (None = default; TuneforgeError naming each bad option)."""
+    from .eval.spec import build
+
+    return build(**options)
+
+
+def evaluate(target: str, spec, data: list[str] | None = None, out: str | Path | None = None,
+             runs_dir: str | Path = "runs", say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Score a run (tuned and base) or a model; writes <out>/results.json; returns it with 'dir'."""
+    from .eval import session
+
+    p = session.plan(target, spec, data, out, str(runs_dir))
+    doc = session.run(p, say)
+    doc["dir"] = str(p.out)
+    return doc
+
+
+def eval_table(doc: dict[str, Any]):
+    """The rich table of an eval's results (tuned, base, difference, interval)."""
+    from .eval.table import table
+
+    return table(doc)
+
+
+def latest_eval(ref: RunHandle | str | Path, runs_dir: str | Path = "runs") -> dict[str, Any] | None:
+    """The newest eval results of a run (None when it was never evaluated)."""
+    from .eval.results import latest
+
+    return latest(_handle(ref, runs_dir).path)
+
+
+def eval_headline(run_path: str | Path) -> str:
+    """One line for run lists: the latest eval's first scores and differences ('' when none)."""
+    from .eval.results import headline_for
+
+    return headline_for(Path(run_path))
+
+
+def launch_eval(ref: RunHandle | str | Path, spec, data: list[str] | None = None, runs_dir: str | Path = "runs") -> Path:
+    """Start `tuneforge eval RUN` for `spec` in the background (the app's eval screen); returns its log file.
+    Missing data or weights are reported here, before a process starts."""
+    from . import launcher
+    from .eval.session import run_eval_data
+    from .eval.spec import to_args
+
+    handle = _handle(ref, runs_dir)
+    data = list(data or [])
+    missing = [d for d in data if not d.startswith("hf:") and not Path(d).exists()]
+    if missing:
+        raise TuneforgeError(f"eval data '{missing[0]}' does not exist", "give a data file with reference answers")
+    if {"loss", "generate"} & set(spec.modes) and not (data or spec.data or run_eval_data(handle.path)):
+        raise TuneforgeError("loss and generate need a data file, and this run has no eval data",
+                             "give a data file with reference answers (json/jsonl/csv/parquet), or use mode bench")
+    if handle.weights is None:
+        raise TuneforgeError(f"run '{handle.name}' has no final weights yet", "evaluate it when it has finished")
+    return launcher.start_eval(handle.run, to_args(spec, data))
+
+
+def eval_console(ref: RunHandle | str | Path, limit: int = 4000, runs_dir: str | Path = "runs") -> str:
+    """The end of a background eval's output (runs/<name>/eval/console.log), '' when none."""
+    path = _handle(ref, runs_dir).path / "eval" / "console.log"
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")[-limit:]
+    except OSError:
+        return ""

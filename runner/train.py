@@ -100,6 +100,9 @@ def train(recipe: Recipe, progress_mode: str = "auto", run_dir: Path | None = No
     try:
         with life.signals():
             model, tok = _train_in(run, recipe, placement, progress, rep, life)
+            from .eval.during import after_training
+
+            after_training(recipe, run, model, tok, rep.say)  # the recipe's eval: block (never raises)
     except BaseException as exc:
         state = "stopped" if isinstance(exc, KeyboardInterrupt) else "failed"
         progress.stop()
@@ -120,6 +123,7 @@ def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Rep
     from . import callbacks, trackers
     from .data import tokenize_for
     from .data.template import resolve_chat_template
+    from .eval import during as eval_during
     from .trainer import trainer_class
 
     started = time.time()
@@ -190,7 +194,7 @@ def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Rep
         train_dataset=_to_dataset(data.train), eval_dataset=_to_dataset(data.eval) if has_eval else None,
         data_collator=packing.collator(tok, packed), optimizers=(methods.make_optimizer(model, recipe, args), None),
         callbacks=[recorder, callbacks.ControlRequests(run, life.state), callbacks.NonFiniteStop(life.state),
-                   callbacks.EvaluateLastStep(), callbacks.LossPlot(run),
+                   callbacks.EvaluateLastStep(), callbacks.LossPlot(run), *eval_during.callbacks(recipe, run, tok),
                    *trackers.callbacks(getattr(recipe, "report_to", []) or [], run),
                    *([callbacks.FollowCpuLoad(threads.LoadFollower(policy.threads), rep.say)] if policy.follows_load else [])],
     )

@@ -28,6 +28,7 @@ class MonitorScreen(Screen):
         Binding("s", "stop", "Stop run"),
         Binding("k", "checkpoint", "Checkpoint now"),
         Binding("c", "chat", "Chat"),
+        Binding("e", "eval", "Eval"),
         Binding("escape", "back", "Back"),
     ]
     DEFAULT_CSS = """
@@ -37,6 +38,7 @@ class MonitorScreen(Screen):
     MonitorScreen Sparkline { height: 3; margin: 0 1; }
     MonitorScreen #loss-label { padding: 0 1; color: $text-muted; }
     MonitorScreen Log { height: 1fr; border: round $primary; }
+    MonitorScreen #eval-line { padding: 0 1; height: auto; }
     """
 
     def __init__(self, handle: RunHandle) -> None:
@@ -53,6 +55,7 @@ class MonitorScreen(Screen):
         yield Static("", id="stats")
         yield Static("loss", id="loss-label")
         yield Sparkline([], id="loss")
+        yield Static("", id="eval-line")  # the run's latest eval (screens/eval.py)
         yield Log(id="log", max_lines=2000)
         yield Footer()
 
@@ -82,7 +85,22 @@ class MonitorScreen(Screen):
                 self.query_one(Log).write(f"--- console output ---\n{console}")
         self._show(st)
 
+    def _show_eval(self) -> None:
+        from tuneforge.runner.services import eval_headline
+
+        line = eval_headline(self.handle.path)
+        self.query_one("#eval-line", Static).update(f"eval: {line}" if line else "")
+
+    def action_eval(self) -> None:
+        if self.handle.weights is None:
+            self.notify("no weights yet: eval is available when the run has finished", severity="warning")
+            return
+        from .eval import EvalScreen
+
+        self.app.push_screen(EvalScreen(self.handle.path))
+
     def _show(self, st: dict) -> None:
+        self._show_eval()
         step, total = int(st.get("step") or self.last.get("step") or 0), st.get("total_steps") or self.last.get("total_steps")
         self.query_one("#title", Static).update(f"{self.handle.name} · {self.state} · {self.handle.path}")
         bar = self.query_one(ProgressBar)

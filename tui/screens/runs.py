@@ -21,12 +21,14 @@ class RunsScreen(Screen):
         Binding("o", "app.open_recipe", "Open recipe"),
         Binding("enter", "monitor", "Monitor", show=True),
         Binding("r", "refresh_runs", "Refresh"),
+        Binding("e", "eval", "Eval", show=False),
         Binding("q", "app.quit", "Quit", show=False),
     ]
     DEFAULT_CSS = """
     RunsScreen #title { height: 1; background: $panel; padding: 0 1; text-style: bold; }
     RunsScreen #empty { padding: 1 2; }
     RunsScreen DataTable { height: 1fr; }
+    RunsScreen #eval-line { height: auto; padding: 0 1; color: $text-muted; }
     """
 
     def __init__(self, runs_dir: Path) -> None:
@@ -39,6 +41,7 @@ class RunsScreen(Screen):
         table = DataTable(cursor_type="row", zebra_stripes=True)
         table.add_columns(*COLUMNS)
         yield table
+        yield Static("", id="eval-line")  # the selected run's latest eval (screens/eval.py)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -61,6 +64,32 @@ class RunsScreen(Screen):
         empty = self.query_one("#empty", Static)
         empty.display = not rows
         empty.update("No runs yet. Press [b]n[/] to create a recipe, [b]o[/] to open one, [b]?[/] for help.")
+        self._show_eval()
+
+    def _selected(self) -> Path | None:
+        table = self.query_one(DataTable)
+        if table.row_count == 0:
+            return None
+        return Path(str(table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value))
+
+    def _show_eval(self) -> None:
+        from tuneforge.runner.services import eval_headline
+
+        path = self._selected()
+        line = eval_headline(path) if path else ""
+        widget = self.query_one("#eval-line", Static)
+        widget.display = bool(line)
+        widget.update(f"eval: {line}   (e: evaluate)" if line else "")
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_eval()
+
+    def action_eval(self) -> None:
+        path = self._selected()
+        if path is not None:
+            from .eval import EvalScreen
+
+            self.app.push_screen(EvalScreen(path))
 
     def action_monitor(self) -> None:
         table = self.query_one(DataTable)
