@@ -48,6 +48,10 @@ def child_env() -> dict[str, str]:
 
 
 def child_command(run: rundir.RunDir, resume: bool, progress: str, plain_every: float) -> list[str]:
+    from . import distributed
+
+    if distributed.recipe_world_size(run) > 1:  # the supervisor runs `accelerate launch` and waits
+        return [sys.executable, "-m", distributed.SUPERVISOR, str(run.path)] + (["--resume"] if resume else [])
     cmd = [sys.executable, "-m", "tuneforge.runner.cli", "train", str(run.recipe), "--run-dir", str(run.path),
            "--progress", progress, "--plain-every", str(plain_every)]
     return cmd + (["--resume"] if resume else [])
@@ -85,6 +89,12 @@ def _spawn_setsid(run: rundir.RunDir, cmd: list[str]) -> Started:
         proc = subprocess.Popen(cmd, stdin=devnull, stdout=out, stderr=subprocess.STDOUT, env=child_env(),
                                 start_new_session=True, close_fds=True, cwd=Path.cwd())
     return Started("setsid", proc.pid, console_log=console, process=proc)
+
+
+def run_and_wait(cmd: list[str]) -> int:
+    """Run `cmd` in the foreground (our terminal, our process group: Ctrl-C reaches it) and wait.
+    distributed.supervise uses it for `accelerate launch`."""
+    return subprocess.run(cmd, env=child_env(), cwd=Path.cwd()).returncode
 
 
 def start(run: rundir.RunDir, *, tmux: bool, resume: bool = False, progress: str = "auto",

@@ -222,7 +222,14 @@ def launch(recipe: Recipe, how: str = "foreground", progress: str = "auto", plai
     raised); detached and background return at once, the run directory already made."""
     _check_how(how)
     check_progress(progress)
-    run = new_run(recipe, absolute=how != "foreground")
+    from . import distributed
+
+    if distributed.wants_launch(recipe) and recipe.distributed.node_rank > 0:
+        run = _joined_run(recipe)  # a later node trains into node 0's run directory
+    else:
+        run = new_run(recipe, absolute=how != "foreground" or distributed.wants_launch(recipe))
+    if how == "foreground" and distributed.wants_launch(recipe):
+        return _supervise_here(run, recipe, resume=False)
     if how == "foreground":
         return _train_here(recipe, run, progress, plain_every)
     return _start(run, how, resume=False, progress=progress, plain_every=plain_every)
@@ -239,9 +246,11 @@ def resume(ref: RunHandle | str | Path, how: str = "foreground", progress: str =
     run = rundir.RunDir(handle.path.resolve())
     if not run.recipe.is_file():
         raise TuneforgeError(f"'{run.path}' is not a run directory (no recipe.yaml)", "list runs with: tuneforge runs")
+    from . import distributed
+
     status = run.read_status()
     state = rundir.effective_state(status)
-    if state in ACTIVE and status.get("pid") != os.getpid():  # (a detached child is itself 'starting')
+    if state in ACTIVE and status.get("pid") != os.getpid() and not distributed.in_rank():  # ranks: their supervisor checked  # (a detached child is itself 'starting')
         raise TuneforgeError(f"run '{run.name}' is still {state}", f"watch it (tuneforge watch {run.path}) or stop it first")
     if state == "finished":
         raise TuneforgeError(f"run '{run.name}' already finished", f"train a new run: tuneforge train {run.recipe} output.overwrite=false")
@@ -251,7 +260,10 @@ def resume(ref: RunHandle | str | Path, how: str = "foreground", progress: str =
                              f"start it again: tuneforge train {run.recipe}  (train.save_steps sets how often checkpoints are saved)")
     if how != "foreground":
         return _start(run, how, resume=True, progress=progress, plain_every=plain_every)
-    return _train_here(load_recipe(run.recipe), run, progress, plain_every, resume_from=ckpt)
+    recipe = load_recipe(run.recipe)
+    if distributed.wants_launch(recipe):
+        return _supervise_here(run, recipe, resume=True)
+    return _train_here(recipe, run, progress, plain_every, resume_from=ckpt)
 
 
 def train_in(recipe: Recipe, run_path: Path, progress: str = "auto", plain_every: float = 5.0) -> RunHandle:
@@ -272,6 +284,29 @@ def _train_here(recipe: Recipe, run: rundir.RunDir, progress: str, plain_every: 
 
     train(recipe, progress_mode=progress, run_dir=run.path, resume_from=resume_from, plain_every=plain_every)
     return RunHandle(run, "foreground", os.getpid())
+
+
+def _supervise_here(run: rundir.RunDir, recipe: Recipe, resume: bool) -> RunHandle:
+    """A distributed run in the foreground: accelerate launch runs the ranks, we wait (runner.distributed)."""
+    from . import distributed
+    from .lifecycle import RunStopped
+
+    code = distributed.supervise(run, recipe, resume)
+    status = run.read_status()
+    if status.get("state") == "stopped":
+        raise RunStopped(status.get("stop_reason") or "stopped", status.get("exit_code") or code or 143)
+    if code != 0 or status.get("state") != "finished":
+        raise RuntimeError(f"distributed run {run.name} {status.get('state', 'failed')}: {status.get('error') or f'exit code {code}'}")
+    return RunHandle(run, "foreground", os.getpid())
+
+
+def _joined_run(recipe: Recipe) -> rundir.RunDir:
+    """Node 0's run directory (on a shared filesystem) for a node with node_rank > 0."""
+    run = rundir.RunDir((Path(recipe.output.runs_dir) / str(recipe.name)).resolve())
+    run.path.mkdir(parents=True, exist_ok=True)
+    if not run.recipe.is_file():
+        run.recipe.write_text(recipe_to_yaml(recipe), encoding="utf-8")
+    return run
 
 
 def _start(run: rundir.RunDir, how: str, *, resume: bool, progress: str, plain_every: float) -> RunHandle:
