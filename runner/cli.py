@@ -93,7 +93,7 @@ def train(
     if handle.launcher != "foreground":
         typer.echo(handle.instructions())
         return
-    if run_dir is not None and os.environ.get("WORLD_SIZE", "1") != "1":
+    if run_dir is not None and "LOCAL_RANK" in os.environ:
         return  # a rank of a distributed run: the process that launched it says "Done"
     typer.echo(f"\nDone. Weights: {handle.weights}")
     typer.echo(f"Chat with it:  tuneforge chat {handle.path}")

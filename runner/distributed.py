@@ -41,8 +41,8 @@ def world_size() -> int:
 
 
 def in_rank() -> bool:
-    """True inside a process accelerate/torchrun started (one rank of a distributed run)."""
-    return world_size() > 1
+    """True inside a process accelerate/torchrun started (one rank of a distributed run, even of one)."""
+    return "LOCAL_RANK" in os.environ or world_size() > 1
 
 
 def is_main_process() -> bool:
@@ -226,18 +226,23 @@ def plan(run: rundir.RunDir, recipe, resume: bool = False) -> Plan:
     return p
 
 
-def recipe_world_size(run: rundir.RunDir) -> int:
-    """distributed.nproc * nnodes of a run's recipe.yaml, read without building the Recipe."""
+def _launched(nproc: int, nnodes: int, strategy: str) -> bool:
+    return nproc * nnodes > 1 or strategy != "ddp"  # one-process FSDP/ZeRO runs go through accelerate too
+
+
+def run_is_launched(run: rundir.RunDir) -> bool:
+    """Whether a run's recipe.yaml asks for accelerate launch, read without building the Recipe."""
     try:
         d = (yaml.safe_load(run.recipe.read_text(encoding="utf-8")) or {}).get("distributed") or {}
-        return int(d.get("nproc", 1)) * int(d.get("nnodes", 1))
+        return _launched(int(d.get("nproc", 1)), int(d.get("nnodes", 1)), str(d.get("strategy", "ddp")))
     except (OSError, ValueError, AttributeError, yaml.YAMLError):
-        return 1
+        return False
 
 
 def wants_launch(recipe) -> bool:
-    """Launch through accelerate: the recipe asks for >1 process and this is not already a rank."""
-    return recipe.distributed.world_size > 1 and not in_rank()
+    """Launch through accelerate: the recipe asks for it and this is not already a rank."""
+    d = recipe.distributed
+    return _launched(d.nproc, d.nnodes, d.strategy) and not in_rank()
 
 
 def supervise(run: rundir.RunDir, recipe, resume: bool = False) -> int:
@@ -251,7 +256,10 @@ def supervise(run: rundir.RunDir, recipe, resume: bool = False) -> int:
         run.update_status(state="starting", supervisor_pid=os.getpid(), distributed=_describe(recipe),
                           launch_command=p.replay, started_at=rundir.now_iso(), ended_at=None, error=None)
     code = launcher.run_and_wait(p.command)
-    state = run.read_status().get("state")
+    status = run.read_status()
+    state = status.get("state")
+    if state == "stopped" and code != 0 and "SIGTERM" in str(status.get("stop_reason")):
+        state = None  # torchrun's SIGTERM after a peer died, not a stop someone asked for
     if main_node and code != 0 and state not in ("finished", "stopped", "failed"):
         run.update_status(state="failed", ended_at=rundir.now_iso(),
                           error=f"a rank ended with exit code {code} (accelerate launch stopped the others)")

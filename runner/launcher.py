@@ -50,7 +50,7 @@ def child_env() -> dict[str, str]:
 def child_command(run: rundir.RunDir, resume: bool, progress: str, plain_every: float) -> list[str]:
     from . import distributed
 
-    if distributed.recipe_world_size(run) > 1:  # the supervisor runs `accelerate launch` and waits
+    if distributed.run_is_launched(run):  # the supervisor runs `accelerate launch` and waits
         return [sys.executable, "-m", distributed.SUPERVISOR, str(run.path)] + (["--resume"] if resume else [])
     cmd = [sys.executable, "-m", "tuneforge.runner.cli", "train", str(run.recipe), "--run-dir", str(run.path),
            "--progress", progress, "--plain-every", str(plain_every)]

@@ -49,7 +49,7 @@ def distributed_problems(recipe) -> list[str]:
         out.append("a multi-node run needs a fixed run name, so every node uses the same run directory — fix: set name: my-run")
     if d.offload and d.strategy == "ddp":
         out.append("distributed.offload needs a sharded strategy — fix: strategy: fsdp, zero2 or zero3, or offload: false")
-    if d.world_size > 1 and d.strategy != "ddp" and recipe.device == "cpu":
+    if d.strategy != "ddp" and recipe.device == "cpu":
         out.append(f"strategy '{d.strategy}' needs GPUs; on CPU the processes can only run ddp (gloo) — fix: strategy: ddp")
     if d.strategy in ("zero2", "zero3") and recipe.method == "qlora":
         out.append(f"strategy '{d.strategy}' does not shard a 4-bit base — fix: strategy: fsdp (QLoRA + FSDP) or ddp")

@@ -250,7 +250,7 @@ def resume(ref: RunHandle | str | Path, how: str = "foreground", progress: str =
 
     status = run.read_status()
     state = rundir.effective_state(status)
-    if state in ACTIVE and status.get("pid") != os.getpid() and not distributed.in_rank():  # ranks: their supervisor checked  # (a detached child is itself 'starting')
+    if state in ACTIVE and status.get("pid") != os.getpid() and not distributed.in_rank():  # (a detached child is itself 'starting'; ranks: their supervisor checked)
         raise TuneforgeError(f"run '{run.name}' is still {state}", f"watch it (tuneforge watch {run.path}) or stop it first")
     if state == "finished":
         raise TuneforgeError(f"run '{run.name}' already finished", f"train a new run: tuneforge train {run.recipe} output.overwrite=false")
