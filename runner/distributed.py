@@ -239,6 +239,11 @@ def run_is_launched(run: rundir.RunDir) -> bool:
         return False
 
 
+def supervisor_command(run: rundir.RunDir, resume: bool) -> list[str]:
+    """What a detached/background distributed run starts (the launcher spawns it): the supervisor."""
+    return [sys.executable, "-m", SUPERVISOR, str(run.path)] + (["--resume"] if resume else [])
+
+
 def wants_launch(recipe) -> bool:
     """Launch through accelerate: the recipe asks for it and this is not already a rank."""
     d = recipe.distributed

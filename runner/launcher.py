@@ -48,10 +48,6 @@ def child_env() -> dict[str, str]:
 
 
 def child_command(run: rundir.RunDir, resume: bool, progress: str, plain_every: float) -> list[str]:
-    from . import distributed
-
-    if distributed.run_is_launched(run):  # the supervisor runs `accelerate launch` and waits
-        return [sys.executable, "-m", distributed.SUPERVISOR, str(run.path)] + (["--resume"] if resume else [])
     cmd = [sys.executable, "-m", "tuneforge.runner.cli", "train", str(run.recipe), "--run-dir", str(run.path),
            "--progress", progress, "--plain-every", str(plain_every)]
     return cmd + (["--resume"] if resume else [])
@@ -98,10 +94,11 @@ def run_and_wait(cmd: list[str]) -> int:
 
 
 def start(run: rundir.RunDir, *, tmux: bool, resume: bool = False, progress: str = "auto",
-          plain_every: float = 5.0) -> Started:
-    """Start training on `run` (its recipe.yaml is written) in another process and return at once."""
+          plain_every: float = 5.0, command: list[str] | None = None) -> Started:
+    """Start training on `run` (its recipe.yaml is written) in another process and return at once.
+    command: run this instead of `tuneforge train` (a distributed run's supervisor)."""
     # In tmux the pane is a terminal (rich display on attach); a setsid child logs plain lines.
-    cmd = child_command(run, resume, progress if tmux else "plain", plain_every)
+    cmd = command or child_command(run, resume, progress if tmux else "plain", plain_every)
     run.update_status(state="starting", host=socket.gethostname(), started_at=rundir.now_iso(),
                       started_ts=time.time(), ended_at=None, error=None, pid=None)
     try:

@@ -313,7 +313,10 @@ def _start(run: rundir.RunDir, how: str, *, resume: bool, progress: str, plain_e
     from . import launcher
 
     tmux = how == "detached" and launcher.tmux_available()
-    s = launcher.start(run, tmux=tmux, resume=resume, progress=progress, plain_every=plain_every)
+    from . import distributed
+
+    command = distributed.supervisor_command(run, resume) if distributed.run_is_launched(run) else None
+    s = launcher.start(run, tmux=tmux, resume=resume, progress=progress, plain_every=plain_every, command=command)
     return RunHandle(run, s.method, s.pid, s.session, s.console_log, _process=s.process)
 
 
