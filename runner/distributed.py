@@ -131,6 +131,22 @@ def save_final(trainer, recipe, target: Path, save, atomic_save, tok) -> None:
     trainer.accelerator.wait_for_everyone()
 
 
+def per_process_memory(recipe, weights: int, gradients: int, optimizer: int) -> tuple[int, int, int]:
+    """Weights, gradients and optimizer bytes on each process (GPU) under the recipe's strategy; the
+    estimator's per-GPU figure. Offloaded state lives in CPU memory, not on the GPU."""
+    d = recipe.distributed
+    n = d.world_size
+    if d.strategy == "fsdp":
+        weights, gradients, optimizer = weights // n, gradients // n, optimizer // n
+        if d.offload:
+            weights, optimizer = 0, 0
+    elif d.strategy in ("zero2", "zero3"):
+        gradients, optimizer = gradients // n, (0 if d.offload else optimizer // n)
+        if d.strategy == "zero3":
+            weights = 0 if d.offload else weights // n
+    return weights, gradients, optimizer
+
+
 # --- the launching side ---------------------------------------------------------------------------
 @dataclass
 class Plan:

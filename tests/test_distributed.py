@@ -176,3 +176,19 @@ def test_qlora_with_fsdp_stores_4bit_weights_in_the_compute_dtype():
         return quantization_config(recipe, "bf16").bnb_4bit_quant_storage
 
     assert storage("fsdp") == torch.bfloat16 and storage("ddp") == torch.uint8
+
+
+def test_the_estimate_is_per_gpu_under_each_strategy(tiny_model_dir):
+    from tuneforge.runner.estimate import estimate
+
+    def est(**dist):
+        recipe = recipe_from_dict({"name": "x", "data": {"train": [{"path": DATA}]}, "device": "cuda", "method": "full",
+                                   "model": {"name_or_path": str(tiny_model_dir)}, "distributed": dist})
+        return estimate(recipe, lengths=[64] * 8, n_examples=8, device="cuda", precision="bf16", flops=1e12,
+                        available_bytes=80 * 2**30)
+
+    one, ddp, fsdp = est(), est(nproc=4), est(nproc=4, strategy="fsdp")
+    assert (ddp.weights_bytes, ddp.optimizer_bytes) == (one.weights_bytes, one.optimizer_bytes)  # ddp: a full copy each
+    assert fsdp.weights_bytes == one.weights_bytes // 4 and fsdp.optimizer_bytes == one.optimizer_bytes // 4
+    assert est(nproc=4, strategy="zero3", offload=True).optimizer_bytes == 0
+    assert ddp.seconds_per_epoch == pytest.approx(one.seconds_per_epoch / 4)
