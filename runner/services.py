@@ -53,11 +53,18 @@ def describe_estimate(recipe: Recipe) -> list[str]:
     return describe(recipe)
 
 
-def train_command(recipe_path: str | Path) -> str:
-    """The command that trains a recipe file by hand (the wizard shows it)."""
+def train_command(recipe_path: str | Path, distributed: dict[str, Any] | None = None) -> str:
+    """The command that trains a recipe file by hand (the wizard shows it); with the recipe's
+    distributed block, how it launches (accelerate launch, processes, strategy)."""
     import shlex
 
-    return f"tuneforge train {shlex.quote(str(recipe_path))}"
+    cmd = f"tuneforge train {shlex.quote(str(recipe_path))}"
+    d = distributed or {}
+    n = int(d.get("nproc") or 1) * int(d.get("nnodes") or 1)
+    if n > 1 or d.get("strategy", "ddp") != "ddp":
+        cmd += (f"   (accelerate launch: {n} process{'es' if n > 1 else ''}, {d.get('strategy', 'ddp')}; "
+                "the run writes accelerate_config.yaml and launch.sh)")
+    return cmd
 
 
 def check_progress(progress: str) -> None:

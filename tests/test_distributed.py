@@ -192,3 +192,12 @@ def test_the_estimate_is_per_gpu_under_each_strategy(tiny_model_dir):
     assert fsdp.weights_bytes == one.weights_bytes // 4 and fsdp.optimizer_bytes == one.optimizer_bytes // 4
     assert est(nproc=4, strategy="zero3", offload=True).optimizer_bytes == 0
     assert ddp.seconds_per_epoch == pytest.approx(one.seconds_per_epoch / 4)
+
+
+def test_the_wizards_command_says_how_a_distributed_recipe_launches():
+    from tuneforge.runner import services
+
+    assert services.train_command("r.yaml") == "tuneforge train r.yaml"
+    assert services.train_command("r.yaml", {"nproc": 1}) == "tuneforge train r.yaml"
+    line = services.train_command("r.yaml", {"nproc": 4, "nnodes": 2, "strategy": "fsdp"})
+    assert line.startswith("tuneforge train r.yaml") and "accelerate launch: 8 processes, fsdp" in line
