@@ -85,6 +85,10 @@ def export_run(run_ref: str, out: str | Path, *, merge: bool = False, dtype: str
         resolved = model_mod.ResolvedModel(str(weights), str(weights), "local")
         writer = lambda tmp: _write_full(resolved, weights, tmp, dtype, max_shard_size, say)  # noqa: E731
 
+    if fmt != "hf":
+        from .export_gguf import check_config
+
+        check_config(Path(resolved.path))  # an unsupported architecture: say so before the merge
     tmp = out.with_name(f".{out.name}.tmp-export")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

@@ -68,7 +68,8 @@ def write(model_dir: Path, out_file: Path, quant: str, chat_template: str | None
     return out_file
 
 
-def _config(model_dir: Path) -> dict:
+def check_config(model_dir: Path) -> dict:
+    """The model's config.json, or a TuneforgeError naming what this writer cannot convert."""
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     arch = (config.get("architectures") or ["?"])[0]
     if arch not in LLAMA_FAMILY:
@@ -96,7 +97,7 @@ def _write_native(model_dir: Path, out_file: Path, quant: str, chat_template: st
     import numpy as np
     from safetensors import safe_open
 
-    config = _config(model_dir)
+    config = check_config(model_dir)
     n_head, n_kv = config["num_attention_heads"], config.get("num_key_value_heads") or config["num_attention_heads"]
     n_layers = config["num_hidden_layers"]
     head_dim = config.get("head_dim") or config["hidden_size"] // n_head
