@@ -100,7 +100,7 @@ def export_run(run_ref: str, out: str | Path, *, merge: bool = False, dtype: str
             kind, gguf_file = fmt, _to_gguf(tmp, out, run, recipe, fmt, quant, say)
         info = {"run": str(run.path.resolve()), "kind": kind, "exported_at": now_iso(), "quant": quant if fmt != "hf" else None,
                 "base_model": base or (recipe.get("model") or {}).get("name_or_path"),
-                "dtype": None if kind == "adapter" else dtype, "method": recipe.get("method")}
+                "dtype": None if kind in ("adapter", "gguf", "ollama") else dtype, "method": recipe.get("method")}
         card = export_hub.model_card(run, recipe, kind, quant if fmt != "hf" else None)
         (tmp / "README.md").write_text(card, encoding="utf-8")
         (tmp / MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")

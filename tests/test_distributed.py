@@ -100,6 +100,20 @@ def test_a_killed_rank_fails_the_run_which_then_resumes(tmp_path, tiny_model_dir
     assert [r["step"] for r in run.read_metrics()] == list(range(1, 41))
 
 
+def test_stop_reaches_every_rank_at_the_same_step(tmp_path, tiny_model_dir, run_cli):
+    recipe = _recipe_file(tmp_path, tiny_model_dir, max_steps=400, save_steps=100)
+    assert run_cli("train", str(recipe), "name=s", "--nproc", "2", "--detach", timeout=120).returncode == 0
+    run = rundir.RunDir(tmp_path / "runs" / "s")
+    _wait_for(lambda: (s := run.read_status()).get("state") == "running" and (s.get("step") or 0) >= 3, 300, "training")
+    stopped = run_cli("stop", str(run.path), timeout=300)
+    assert stopped.returncode == 0, stopped.stderr
+    status = run.read_status()
+    assert status["state"] == "stopped" and status["stop_reason"] == "stopped by tuneforge stop"
+    checkpoint = Path(status["last_checkpoint"])  # both ranks saved the same step: each wrote its RNG state
+    assert checkpoint.name == f"checkpoint-{status['step']}" and status["step"] < 400
+    assert {"rng_state_0.pth", "rng_state_1.pth", "adapter_model.safetensors"} <= {p.name for p in checkpoint.iterdir()}
+
+
 def _recipe(**dist):
     return recipe_from_dict({"name": "x", "data": {"train": [{"path": DATA}]}, "device": "cuda", "distributed": dist})
 
