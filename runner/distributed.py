@@ -147,6 +147,24 @@ def per_process_memory(recipe, weights: int, gradients: int, optimizer: int) -> 
     return weights, gradients, optimizer
 
 
+def visible_gpus(proc_root: str | Path = "/proc/driver/nvidia/gpus") -> list[str]:
+    """Names of the NVIDIA GPUs this process may use, read from the driver's /proc files (no torch,
+    no subprocess: the wizard asks while it draws). CUDA_VISIBLE_DEVICES limits the count."""
+    names = []
+    for info in sorted(Path(proc_root).glob("*/information")):
+        try:
+            lines = info.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            continue
+        model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("Model:")), "GPU")
+        names.append(model)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        wanted = [v for v in visible.split(",") if v.strip() and v.strip() != "-1"]
+        names = names[:len(wanted)]
+    return names
+
+
 # --- the launching side ---------------------------------------------------------------------------
 @dataclass
 class Plan:

@@ -67,6 +67,13 @@ def train_command(recipe_path: str | Path, distributed: dict[str, Any] | None = 
     return cmd
 
 
+def visible_gpus() -> list[str]:
+    """The GPUs training here could use (names; empty without NVIDIA GPUs). Cheap: no torch."""
+    from .distributed import visible_gpus as gpus
+
+    return gpus()
+
+
 def check_progress(progress: str) -> None:
     if progress not in PROGRESS_MODES:
         raise TuneforgeError(f"--progress '{progress}' is not one of {', '.join(PROGRESS_MODES)}", "use --progress plain")

@@ -215,3 +215,60 @@ def test_the_wizards_command_says_how_a_distributed_recipe_launches():
     assert services.train_command("r.yaml", {"nproc": 1}) == "tuneforge train r.yaml"
     line = services.train_command("r.yaml", {"nproc": 4, "nnodes": 2, "strategy": "fsdp"})
     assert line.startswith("tuneforge train r.yaml") and "accelerate launch: 8 processes, fsdp" in line
+
+
+def test_visible_gpus_reads_the_driver_files_and_honours_cuda_visible_devices(tmp_path, monkeypatch):
+    for i, model in enumerate(["NVIDIA H100 80GB HBM3", "NVIDIA H100 80GB HBM3", "NVIDIA A10"]):
+        gpu = tmp_path / f"0000:0{i}:00.0"
+        gpu.mkdir()
+        (gpu / "information").write_text(f"Model: \t\t {model}\nIRQ:   \t\t 42\nBus Type: \t PCIe\n")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert distributed.visible_gpus(tmp_path) == ["NVIDIA H100 80GB HBM3", "NVIDIA H100 80GB HBM3", "NVIDIA A10"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    assert len(distributed.visible_gpus(tmp_path)) == 2
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert distributed.visible_gpus(tmp_path) == []
+    assert distributed.visible_gpus(tmp_path / "absent") == []
+
+
+@pytest.mark.parametrize("gpus", [2, 0])
+def test_the_wizard_offers_every_gpu_and_the_strategy(tmp_path, monkeypatch, smollm2_dir, run_cli, gpus):
+    """This machine has no GPU: the driver's answer is replaced by two names (the one stand-in here)."""
+    import asyncio
+
+    from tui_helpers import drive_wizard, wait_screen
+    from tuneforge.runner import services
+    from tuneforge.tui.app import TuneforgeApp
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(services, "visible_gpus", lambda: ["NVIDIA H100 80GB HBM3"] * gpus)
+    from tuneforge.tui.screens import hyper
+
+    composed = []
+    body = hyper.HyperStep.body
+
+    def recording_body(self):  # what the Hyperparameters step shows
+        for widget in body(self):
+            composed.append(getattr(widget, "path", None) or widget.id)
+            yield widget
+
+    monkeypatch.setattr(hyper.HyperStep, "body", recording_body)
+
+    async def drive():
+        app = TuneforgeApp(start="new")
+        async with app.run_test(size=(100, 40)) as pilot:
+            await drive_wizard(pilot, DATA, max_steps="2", name="multi")
+            await wait_screen(pilot, "RunsScreen")
+
+    asyncio.run(drive())
+    written = yaml.safe_load((tmp_path / "multi.yaml").read_text())
+    shown = {"gpus", "distributed.nproc", "distributed.strategy", "distributed.offload"} & set(composed)
+    assert shown == ({"gpus", "distributed.nproc", "distributed.strategy", "distributed.offload"} if gpus else set())
+    if gpus:
+        assert written["distributed"]["nproc"] == 2
+        assert services.train_command("multi.yaml", written["distributed"]).endswith(
+            "(accelerate launch: 2 processes, ddp; the run writes accelerate_config.yaml and launch.sh)")
+    else:
+        assert "distributed" not in written
+    out = run_cli("validate", str(tmp_path / "multi.yaml"), "--no-estimate", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
