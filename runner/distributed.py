@@ -273,6 +273,17 @@ def run_is_launched(run: rundir.RunDir) -> bool:
         return False
 
 
+def joined_run(recipe) -> rundir.RunDir:
+    """Node 0's run directory (on a shared filesystem) for a node with node_rank > 0."""
+    from .recipe import recipe_to_yaml
+
+    run = rundir.RunDir((Path(recipe.output.runs_dir) / str(recipe.name)).resolve())
+    run.path.mkdir(parents=True, exist_ok=True)
+    if not run.recipe.is_file():
+        run.recipe.write_text(recipe_to_yaml(recipe), encoding="utf-8")
+    return run
+
+
 def supervisor_command(run: rundir.RunDir, resume: bool) -> list[str]:
     """What a detached/background distributed run starts (the launcher spawns it): the supervisor."""
     return [sys.executable, "-m", SUPERVISOR, str(run.path)] + (["--resume"] if resume else [])

@@ -239,7 +239,7 @@ def launch(recipe: Recipe, how: str = "foreground", progress: str = "auto", plai
     from . import distributed
 
     if distributed.wants_launch(recipe) and recipe.distributed.node_rank > 0:
-        run = _joined_run(recipe)  # a later node trains into node 0's run directory
+        run = distributed.joined_run(recipe)  # a later node trains into node 0's run directory
     else:
         run = new_run(recipe, absolute=how != "foreground" or distributed.wants_launch(recipe))
     if how == "foreground" and distributed.wants_launch(recipe):
@@ -312,15 +312,6 @@ def _supervise_here(run: rundir.RunDir, recipe: Recipe, resume: bool) -> RunHand
     if code != 0 or status.get("state") != "finished":
         raise RuntimeError(f"distributed run {run.name} {status.get('state', 'failed')}: {status.get('error') or f'exit code {code}'}")
     return RunHandle(run, "foreground", os.getpid())
-
-
-def _joined_run(recipe: Recipe) -> rundir.RunDir:
-    """Node 0's run directory (on a shared filesystem) for a node with node_rank > 0."""
-    run = rundir.RunDir((Path(recipe.output.runs_dir) / str(recipe.name)).resolve())
-    run.path.mkdir(parents=True, exist_ok=True)
-    if not run.recipe.is_file():
-        run.recipe.write_text(recipe_to_yaml(recipe), encoding="utf-8")
-    return run
 
 
 def _start(run: rundir.RunDir, how: str, *, resume: bool, progress: str, plain_every: float) -> RunHandle:

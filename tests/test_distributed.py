@@ -272,3 +272,15 @@ def test_the_wizard_offers_every_gpu_and_the_strategy(tmp_path, monkeypatch, smo
         assert "distributed" not in written
     out = run_cli("validate", str(tmp_path / "multi.yaml"), "--no-estimate", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
+
+
+def test_a_later_node_joins_node_0s_run_directory(tmp_path):
+    node0 = tmp_path / "runs" / "big"
+    node0.mkdir(parents=True)
+    (node0 / "recipe.yaml").write_text("name: big\n")  # written by node 0
+    recipe = recipe_from_dict({"name": "big", "data": {"train": [{"path": DATA}]}, "device": "cuda",
+                               "output": {"runs_dir": str(tmp_path / "runs")},
+                               "distributed": {"nproc": 8, "nnodes": 2, "node_rank": 1}})
+    run = distributed.joined_run(recipe)
+    assert run.path == node0.resolve() and run.recipe.read_text() == "name: big\n"  # node 0's file untouched
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["big"]  # no big-2
