@@ -90,8 +90,11 @@ def save_atomically(trainer, save, trial=None) -> None:
     run_dir = Path(trainer._get_output_dir(trial=trial))
     name = f"{PREFIX}-{trainer.state.global_step}"
     staging = run_dir / (STAGING + name)
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    main = trainer.is_world_process_zero()  # several ranks: rank 0 stages and publishes, each writes its RNG state
+    if main:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    trainer.accelerator.wait_for_everyone()
     args = trainer.args
     real_output, real_limit = args.output_dir, args.save_total_limit
     # The trainer writes <output_dir>/checkpoint-N and rotates inside output_dir: point it at the
@@ -99,13 +102,18 @@ def save_atomically(trainer, save, trial=None) -> None:
     args.output_dir, args.save_total_limit = str(staging), None
     try:
         save()
-        publish(staging / name, run_dir / name)
+        trainer.accelerator.wait_for_everyone()
+        if main:
+            publish(staging / name, run_dir / name)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        if main:
+            shutil.rmtree(staging, ignore_errors=True)
         raise
     finally:
         args.output_dir, args.save_total_limit = real_output, real_limit
-    shutil.rmtree(staging, ignore_errors=True)
+    if main:
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
     state = trainer.state
     if state.best_model_checkpoint and str(staging) in state.best_model_checkpoint:
         state.best_model_checkpoint = state.best_model_checkpoint.replace(str(staging), str(run_dir))

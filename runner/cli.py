@@ -8,6 +8,7 @@ so `tuneforge --help` starts instantly.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -64,6 +65,11 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the recipe's run (runs_dir/name) from its latest checkpoint.")] = False,
     plain_every: Annotated[float, typer.Option(help="Plain mode: at most one progress line every N seconds (train.log gets every step).")] = 5.0,
     run_dir: Annotated[Optional[Path], typer.Option(hidden=True, help="Use this existing run directory (set by --detach).")] = None,
+    nproc: Annotated[Optional[int], typer.Option("--nproc", help="Processes (GPUs) on this machine; >1 launches through accelerate (distributed.nproc).")] = None,
+    nnodes: Annotated[Optional[int], typer.Option("--nnodes", help="Machines taking part (distributed.nnodes).")] = None,
+    node_rank: Annotated[Optional[int], typer.Option("--node-rank", help="This machine's index, 0..nnodes-1.")] = None,
+    master_addr: Annotated[Optional[str], typer.Option("--master-addr", help="Address of node 0.")] = None,
+    master_port: Annotated[Optional[int], typer.Option("--master-port", help="Rendezvous port on node 0.")] = None,
 ) -> None:
     """Train a recipe; writes runs/<name>/ with metrics, status, log, checkpoints and weights."""
     from . import services
@@ -71,7 +77,9 @@ def train(
 
     services.check_progress(progress)
     how = "detached" if detach else "foreground"
-    rec = services.load_recipe(recipe, overrides or [])
+    flags = {"nproc": nproc, "nnodes": nnodes, "node_rank": node_rank, "master_addr": master_addr, "master_port": master_port}
+    dist = [f"distributed.{k}={v}" for k, v in flags.items() if v is not None]  # recorded in the run's recipe
+    rec = services.load_recipe(recipe, [*(overrides or []), *dist])
     if resume:
         if run_dir is None and not rec.name:
             raise TuneforgeError("train --resume needs to know which run to continue, but the recipe has no name",
@@ -85,6 +93,8 @@ def train(
     if handle.launcher != "foreground":
         typer.echo(handle.instructions())
         return
+    if run_dir is not None and "LOCAL_RANK" in os.environ:
+        return  # a rank of a distributed run: the process that launched it says "Done"
     typer.echo(f"\nDone. Weights: {handle.weights}")
     typer.echo(f"Chat with it:  tuneforge chat {handle.path}")
 

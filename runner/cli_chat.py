@@ -76,15 +76,22 @@ def export(
     base: Annotated[Optional[str], typer.Option(help="Merge into this base model instead of the recipe's (e.g. a 16-bit copy of a quantised base).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier export in --out.")] = False,
     runs_dir: Annotated[str, typer.Option(help="Where run names are looked up.")] = "runs",
+    format: Annotated[str, typer.Option("--format", help="hf (safetensors folder), gguf (one .gguf for llama.cpp/LM Studio) or ollama (.gguf + Modelfile).")] = "hf",
+    quant: Annotated[str, typer.Option(help="GGUF weights: f32, f16, bf16, q8_0 (no compiled tools) or a k-quant like q4_k_m (needs llama-quantize).")] = "q8_0",
+    push_to_hub: Annotated[Optional[str], typer.Option("--push-to-hub", help="Also upload the export (with a generated model card) to this hub repo, OWNER/NAME.")] = None,
+    private: Annotated[bool, typer.Option("--private", help="With --push-to-hub: create the repo private.")] = False,
 ) -> None:
-    """Export a run: the adapter alone, or (--merge) full merged weights any transformers program loads."""
+    """Export a run: the adapter alone, (--merge) full merged weights, or (--format gguf|ollama) one GGUF file."""
     threads.apply()
     from .export import export_run
 
     result = export_run(run, out, merge=merge, dtype=dtype, max_shard_size=max_shard_size, base=base,
-                        force=force, runs_dir=runs_dir, say=lambda text: typer.echo(text, err=True))
-    typer.echo(f"Exported {result.kind} to {result.path}")
+                        force=force, runs_dir=runs_dir, say=lambda text: typer.echo(text, err=True), fmt=format,
+                        quant=quant, push_to_hub=push_to_hub, private=private)
+    typer.echo(f"Exported {result.kind} to {result.file or result.path}")
     typer.echo(f"Load it with: {result.how_to_load}")
+    if result.url:
+        typer.echo(f"Pushed to {result.url}")
 
 
 def register(app: typer.Typer) -> None:

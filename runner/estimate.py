@@ -272,6 +272,9 @@ def estimate(recipe, lengths: list[int] | None = None, n_examples: int | None = 
     optimizer = trainable * opt_bytes
     if method in ("full", "freeze") and precision in ("bf16", "fp16") and not cuda:
         weights += trainable * 2  # autocast keeps a half-precision copy of trainable weights per step
+    from .distributed import per_process_memory
+
+    weights, gradients, optimizer = per_process_memory(recipe, weights, gradients, optimizer)  # per GPU under fsdp/zero
 
     if stage.reference == "model":  # a frozen second copy beside the policy
         ref_shape = _reference_shape(stage.reference_path, shape)
@@ -347,6 +350,8 @@ def estimate(recipe, lengths: list[int] | None = None, n_examples: int | None = 
         if not cuda:
             steps = -(-n_examples // (batch * recipe.train.grad_accum)) if batch else 0
             seconds += steps * trainable * OPTIMIZER_SECONDS_PER_PARAM
+        elif recipe.distributed.world_size > 1:
+            seconds /= recipe.distributed.world_size  # each GPU computes its share of every batch
     return Estimate(weights, gradients, optimizer, act, runtime_bytes, peak, avail, fits, seconds,
                     real_tokens, ckpt, advice, stage.notes, once)
 

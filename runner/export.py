@@ -1,8 +1,10 @@
-"""Export a run for use outside tuneforge: the adapter alone, or merged full weights.
+"""Export a run for use outside tuneforge: the adapter alone, merged full weights, or one GGUF file.
 
 A merged export is a plain Hugging Face model folder (sharded safetensors, config, generation
 config, tokenizer and the run's chat template) that `AutoModelForCausalLM.from_pretrained(DIR)`
 loads with no peft and no tuneforge, and that gives the same logits as base + adapter.
+`fmt="gguf"` converts the merged model to one .gguf (runner.export_gguf); `fmt="ollama"` adds a
+Modelfile whose template is the run's, translated and checked (runner.export_ollama).
 Everything is written into a temporary sibling folder and renamed into place, so an interrupted
 export never leaves a half-written model behind.
 """
@@ -23,21 +25,38 @@ from .errors import TuneforgeError
 from .rundir import RunDir, find_run, now_iso
 
 DTYPES = ("bf16", "fp16", "fp32")
+FORMATS = ("hf", "gguf", "ollama")
 MARKER = "tuneforge_export.json"
-_EXPORT_FILES = (MARKER, "config.json", "adapter_config.json")
+_EXPORT_FILES = (MARKER, "config.json", "adapter_config.json", "Modelfile")
 
 
 @dataclass
 class ExportResult:
     path: Path
-    kind: str  # "merged model" | "full model" | "adapter"
+    kind: str  # "merged model" | "full model" | "adapter" | "gguf" | "ollama"
     how_to_load: str
+    file: Path | None = None  # the .gguf of a gguf/ollama export
+    url: str | None = None  # where --push-to-hub put it
 
 
 def export_run(run_ref: str, out: str | Path, *, merge: bool = False, dtype: str = "bf16", max_shard_size: str = "2GB",
                base: str | None = None, force: bool = False, runs_dir: str = "runs",
-               say: Callable[[str], None] = lambda text: None) -> ExportResult:
-    """Write the run's weights to `out`; see the module docstring for what each kind contains."""
+               say: Callable[[str], None] = lambda text: None, fmt: str = "hf", quant: str = "q8_0",
+               push_to_hub: str | None = None, private: bool = False) -> ExportResult:
+    """Write the run's weights to `out` (and push them); see the module docstring for each kind."""
+    from . import export_hub
+
+    if push_to_hub:
+        export_hub.check_can_push(push_to_hub)  # offline or a bad id: fail before any work
+    if fmt not in FORMATS:
+        raise TuneforgeError(f"--format '{fmt}' is not one of {', '.join(FORMATS)}", "use --format gguf for llama.cpp/LM Studio, ollama for Ollama")
+    if fmt != "hf":
+        from . import export_gguf
+
+        quant = export_gguf.check_quant(quant)
+        if quant in export_gguf.LLAMA_QUANTIZE_TYPES:
+            export_gguf.llama_quantize()  # before minutes of merging: say at once how to get it
+        merge, dtype = True, "fp32"  # the GGUF writer rounds from full precision
     if dtype not in DTYPES:
         raise TuneforgeError(f"--dtype '{dtype}' is not one of {', '.join(DTYPES)}", "use --dtype bf16 (half the size of fp32)")
     _check_shard_size(max_shard_size)
@@ -66,15 +85,24 @@ def export_run(run_ref: str, out: str | Path, *, merge: bool = False, dtype: str
         resolved = model_mod.ResolvedModel(str(weights), str(weights), "local")
         writer = lambda tmp: _write_full(resolved, weights, tmp, dtype, max_shard_size, say)  # noqa: E731
 
+    if fmt != "hf":
+        from .export_gguf import check_config
+
+        check_config(Path(resolved.path))  # an unsupported architecture: say so before the merge
     tmp = out.with_name(f".{out.name}.tmp-export")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         say(f"exporting {run.name} ({kind}) to {out} ...")
         writer(tmp)
-        info = {"run": str(run.path.resolve()), "kind": kind, "exported_at": now_iso(),
+        gguf_file = None
+        if fmt != "hf":
+            kind, gguf_file = fmt, _to_gguf(tmp, out, run, recipe, fmt, quant, say)
+        info = {"run": str(run.path.resolve()), "kind": kind, "exported_at": now_iso(), "quant": quant if fmt != "hf" else None,
                 "base_model": base or (recipe.get("model") or {}).get("name_or_path"),
-                "dtype": None if kind == "adapter" else dtype, "method": recipe.get("method")}
+                "dtype": None if kind in ("adapter", "gguf", "ollama") else dtype, "method": recipe.get("method")}
+        card = export_hub.model_card(run, recipe, kind, quant if fmt != "hf" else None)
+        (tmp / "README.md").write_text(card, encoding="utf-8")
         (tmp / MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         if out.exists():
             shutil.rmtree(out)
@@ -82,6 +110,19 @@ def export_run(run_ref: str, out: str | Path, *, merge: bool = False, dtype: str
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    result = _result(out, run, recipe, kind, fmt, gguf_file, base)
+    if push_to_hub:
+        say(f"pushing {out} to {push_to_hub} ...")
+        result.url = export_hub.push(out, push_to_hub, private)
+    return result
+
+
+def _result(out: Path, run: RunDir, recipe: dict, kind: str, fmt: str, gguf_file: Path | None, base: str | None) -> ExportResult:
+    if fmt == "gguf":
+        return ExportResult(out, kind, f"llama-cli -m {out / gguf_file.name}   (or open it in LM Studio)", out / gguf_file.name)
+    if fmt == "ollama":
+        return ExportResult(out, kind, f"ollama create {_ollama_name(run.name)} -f {out / 'Modelfile'}   then: "
+                            f"ollama run {_ollama_name(run.name)}", out / gguf_file.name)
     if kind == "adapter":
         base_name = base or (recipe.get("model") or {}).get("name_or_path", "BASE")
         how = (f"tuneforge chat {base_name} --adapter {out}   or   "
@@ -191,3 +232,35 @@ def _write_merged(resolved, adapter_dir: Path, tmp: Path, dtype: str, max_shard_
 def _write_full(resolved, weights: Path, tmp: Path, dtype: str, max_shard_size: str, say) -> None:
     say(f"loading {weights} ...")
     _save(model_mod.load_model(resolved, "fp32"), weights, tmp, dtype, max_shard_size)
+
+
+def _ollama_name(run_name: str) -> str:
+    import re
+
+    return re.sub(r"[^a-z0-9._-]", "-", run_name.lower()) or "tuneforge"
+
+
+def _to_gguf(tmp: Path, out: Path, run: RunDir, recipe: dict, fmt: str, quant: str, say) -> Path:
+    """Replace the merged folder in `tmp` by <run>-<quant>.gguf (+ Modelfile for ollama)."""
+    from transformers import AutoTokenizer
+
+    from . import export_gguf, export_ollama
+
+    hf = tmp / "hf"
+    hf.mkdir()
+    for item in list(tmp.iterdir()):
+        if item != hf:
+            shutil.move(str(item), hf / item.name)
+    tok = AutoTokenizer.from_pretrained(str(hf))
+    template = tok.chat_template
+    translation = None
+    if fmt == "ollama":  # refuse an untranslatable template before the slow conversion
+        translation = export_ollama.translate(tok, template, export_gguf.adds_bos(tok))
+    target = tmp / f"{_ollama_name(run.name)}-{quant}.gguf"
+    say(f"writing {target.name} ({quant}) ...")
+    export_gguf.write(hf, target, quant, template, run.name, say)
+    if translation is not None:
+        context = min(int(json.loads((hf / "config.json").read_text())["max_position_embeddings"]), 8192)
+        (tmp / "Modelfile").write_text(export_ollama.modelfile(target.name, translation, context), encoding="utf-8")
+    shutil.rmtree(hf)
+    return target

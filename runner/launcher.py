@@ -87,11 +87,18 @@ def _spawn_setsid(run: rundir.RunDir, cmd: list[str]) -> Started:
     return Started("setsid", proc.pid, console_log=console, process=proc)
 
 
+def run_and_wait(cmd: list[str]) -> int:
+    """Run `cmd` in the foreground (our terminal, our process group: Ctrl-C reaches it) and wait.
+    distributed.supervise uses it for `accelerate launch`."""
+    return subprocess.run(cmd, env=child_env(), cwd=Path.cwd()).returncode
+
+
 def start(run: rundir.RunDir, *, tmux: bool, resume: bool = False, progress: str = "auto",
-          plain_every: float = 5.0) -> Started:
-    """Start training on `run` (its recipe.yaml is written) in another process and return at once."""
+          plain_every: float = 5.0, command: list[str] | None = None) -> Started:
+    """Start training on `run` (its recipe.yaml is written) in another process and return at once.
+    command: run this instead of `tuneforge train` (a distributed run's supervisor)."""
     # In tmux the pane is a terminal (rich display on attach); a setsid child logs plain lines.
-    cmd = child_command(run, resume, progress if tmux else "plain", plain_every)
+    cmd = command or child_command(run, resume, progress if tmux else "plain", plain_every)
     run.update_status(state="starting", host=socket.gethostname(), started_at=rundir.now_iso(),
                       started_ts=time.time(), ended_at=None, error=None, pid=None)
     try:

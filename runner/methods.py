@@ -40,8 +40,15 @@ def quantization_config(recipe, precision: str):
         return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type=q.quant_type, bnb_4bit_use_double_quant=q.double_quant,
-        bnb_4bit_compute_dtype=compute, bnb_4bit_quant_storage=torch.uint8,
+        bnb_4bit_compute_dtype=compute, bnb_4bit_quant_storage=quant_storage(recipe, compute, torch.uint8),
     )
+
+
+def quant_storage(recipe, compute, default):
+    """FSDP shards one flat tensor per dtype: QLoRA + FSDP stores the 4-bit weights in the compute
+    dtype so they shard beside the rest (runner/distributed.py)."""
+    dist = getattr(recipe, "distributed", None)
+    return compute if dist is not None and dist.strategy == "fsdp" else default
 
 
 def load_options(recipe, placement) -> dict:

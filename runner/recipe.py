@@ -22,6 +22,7 @@ from .eval.spec import EvalSpec
 from .errors import RecipeError
 from .recipe_io import CHAT_TEMPLATES, data_check, file_problem, looks_like_local_model, model_check, registry_check, resolve_path, run_check, template_check
 from .recipe_io import parse_override  # noqa: F401 - part of this module's API (the wizard types values with it)
+from .recipe_distributed import DistributedSpec, distributed_problems
 from .recipe_stages import STAGE_HELP, DpoSpec, KtoSpec, OrpoSpec, PtSpec, RmSpec, SimpoSpec, Stage, stage_problems
 
 RECIPE_VERSION = 1
@@ -304,6 +305,8 @@ class Recipe(StrictModel):
     device: str = Field("auto", description="'auto' (CUDA when present, else CPU), 'cpu', 'cuda' or 'cuda:N'.")
     output: OutputSpec = Field(default_factory=OutputSpec, description="Where runs are written.")
     eval: EvalSpec = Field(default_factory=EvalSpec, description="Evaluation after (or during) training and the defaults of `tuneforge eval`; see docs/eval.md.")
+    distributed: DistributedSpec = Field(default_factory=DistributedSpec, description="Several processes, GPUs or machines "
+                                         "(accelerate launch): nproc, nnodes, strategy. See docs/distributed.md.")
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
         default_factory=list,
         description="Experiment trackers fed by the trainer's own integrations: tensorboard (event files in "
@@ -356,6 +359,7 @@ def combination_problems(recipe) -> list[str]:
         out.append("method 'freeze' with freeze.layers 0 and no freeze.modules trains nothing "
                    "— fix: set freeze.layers (e.g. 2) or freeze.modules (e.g. [lm_head])")
     out += stage_problems(recipe)
+    out += distributed_problems(recipe)
     if recipe.speed.packing is True and recipe.speed.torch_compile:
         out.append("speed.packing gives every batch a new length, so torch_compile would recompile at every step "
                    "— fix: turn off one of speed.packing or speed.torch_compile")

@@ -53,11 +53,25 @@ def describe_estimate(recipe: Recipe) -> list[str]:
     return describe(recipe)
 
 
-def train_command(recipe_path: str | Path) -> str:
-    """The command that trains a recipe file by hand (the wizard shows it)."""
+def train_command(recipe_path: str | Path, distributed: dict[str, Any] | None = None) -> str:
+    """The command that trains a recipe file by hand (the wizard shows it); with the recipe's
+    distributed block, how it launches (accelerate launch, processes, strategy)."""
     import shlex
 
-    return f"tuneforge train {shlex.quote(str(recipe_path))}"
+    cmd = f"tuneforge train {shlex.quote(str(recipe_path))}"
+    d = distributed or {}
+    n = int(d.get("nproc") or 1) * int(d.get("nnodes") or 1)
+    if n > 1 or d.get("strategy", "ddp") != "ddp":
+        cmd += (f"   (accelerate launch: {n} process{'es' if n > 1 else ''}, {d.get('strategy', 'ddp')}; "
+                "the run writes accelerate_config.yaml and launch.sh)")
+    return cmd
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs training here could use (names; empty without NVIDIA GPUs). Cheap: no torch."""
+    from .distributed import visible_gpus as gpus
+
+    return gpus()
 
 
 def check_progress(progress: str) -> None:
@@ -222,7 +236,14 @@ def launch(recipe: Recipe, how: str = "foreground", progress: str = "auto", plai
     raised); detached and background return at once, the run directory already made."""
     _check_how(how)
     check_progress(progress)
-    run = new_run(recipe, absolute=how != "foreground")
+    from . import distributed
+
+    if distributed.wants_launch(recipe) and recipe.distributed.node_rank > 0:
+        run = distributed.joined_run(recipe)  # a later node trains into node 0's run directory
+    else:
+        run = new_run(recipe, absolute=how != "foreground" or distributed.wants_launch(recipe))
+    if how == "foreground" and distributed.wants_launch(recipe):
+        return _supervise_here(run, recipe, resume=False)
     if how == "foreground":
         return _train_here(recipe, run, progress, plain_every)
     return _start(run, how, resume=False, progress=progress, plain_every=plain_every)
@@ -239,9 +260,11 @@ def resume(ref: RunHandle | str | Path, how: str = "foreground", progress: str =
     run = rundir.RunDir(handle.path.resolve())
     if not run.recipe.is_file():
         raise TuneforgeError(f"'{run.path}' is not a run directory (no recipe.yaml)", "list runs with: tuneforge runs")
+    from . import distributed
+
     status = run.read_status()
     state = rundir.effective_state(status)
-    if state in ACTIVE and status.get("pid") != os.getpid():  # (a detached child is itself 'starting')
+    if state in ACTIVE and status.get("pid") != os.getpid() and not distributed.in_rank():  # (a detached child is itself 'starting'; ranks: their supervisor checked)
         raise TuneforgeError(f"run '{run.name}' is still {state}", f"watch it (tuneforge watch {run.path}) or stop it first")
     if state == "finished":
         raise TuneforgeError(f"run '{run.name}' already finished", f"train a new run: tuneforge train {run.recipe} output.overwrite=false")
@@ -251,7 +274,10 @@ def resume(ref: RunHandle | str | Path, how: str = "foreground", progress: str =
                              f"start it again: tuneforge train {run.recipe}  (train.save_steps sets how often checkpoints are saved)")
     if how != "foreground":
         return _start(run, how, resume=True, progress=progress, plain_every=plain_every)
-    return _train_here(load_recipe(run.recipe), run, progress, plain_every, resume_from=ckpt)
+    recipe = load_recipe(run.recipe)
+    if distributed.wants_launch(recipe):
+        return _supervise_here(run, recipe, resume=True)
+    return _train_here(recipe, run, progress, plain_every, resume_from=ckpt)
 
 
 def train_in(recipe: Recipe, run_path: Path, progress: str = "auto", plain_every: float = 5.0) -> RunHandle:
@@ -274,11 +300,28 @@ def _train_here(recipe: Recipe, run: rundir.RunDir, progress: str, plain_every: 
     return RunHandle(run, "foreground", os.getpid())
 
 
+def _supervise_here(run: rundir.RunDir, recipe: Recipe, resume: bool) -> RunHandle:
+    """A distributed run in the foreground: accelerate launch runs the ranks, we wait (runner.distributed)."""
+    from . import distributed
+    from .lifecycle import RunStopped
+
+    code = distributed.supervise(run, recipe, resume)
+    status = run.read_status()
+    if status.get("state") == "stopped":
+        raise RunStopped(status.get("stop_reason") or "stopped", status.get("exit_code") or code or 143)
+    if code != 0 or status.get("state") != "finished":
+        raise RuntimeError(f"distributed run {run.name} {status.get('state', 'failed')}: {status.get('error') or f'exit code {code}'}")
+    return RunHandle(run, "foreground", os.getpid())
+
+
 def _start(run: rundir.RunDir, how: str, *, resume: bool, progress: str, plain_every: float) -> RunHandle:
     from . import launcher
 
     tmux = how == "detached" and launcher.tmux_available()
-    s = launcher.start(run, tmux=tmux, resume=resume, progress=progress, plain_every=plain_every)
+    from . import distributed
+
+    command = distributed.supervisor_command(run, resume) if distributed.run_is_launched(run) else None
+    s = launcher.start(run, tmux=tmux, resume=resume, progress=progress, plain_every=plain_every, command=command)
     return RunHandle(run, s.method, s.pid, s.session, s.console_log, _process=s.process)
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import device as device_mod
+from . import distributed
 from . import cpu_attention, lifecycle, methods, packing, speed, threads, throughput
 from . import model as model_mod
 from . import rundir
@@ -89,9 +90,11 @@ def train(recipe: Recipe, progress_mode: str = "auto", run_dir: Path | None = No
     plain_every: plain progress lines at most every N seconds."""
     placement = device_mod.choose(recipe.device, recipe.precision)
     run = rundir.RunDir(Path(run_dir)) if run_dir else rundir.create(recipe.output.runs_dir, recipe.name, recipe.output.overwrite)
+    run = distributed.rank_view(run)  # ranks other than 0 read the run's files but never write them
     saved = recipe.model_copy(deep=True)
     saved.name = run.name
-    run.recipe.write_text(recipe_to_yaml(saved), encoding="utf-8")
+    if distributed.is_main_process():
+        run.recipe.write_text(recipe_to_yaml(saved), encoding="utf-8")
     run.update_status(**rundir.initial_status(), device=placement.device, precision=placement.precision,
                       precision_reason=placement.reason)
     progress = lifecycle.SafeProgress(make_progress(progress_mode, plain_every))
@@ -107,7 +110,8 @@ def train(recipe: Recipe, progress_mode: str = "auto", run_dir: Path | None = No
         state = "stopped" if isinstance(exc, KeyboardInterrupt) else "failed"
         progress.stop()
         log.error("run %s: %s\n%s", state, exc, traceback.format_exc())
-        lifecycle.draw_loss_plot(run)
+        if distributed.is_main_process():
+            lifecycle.draw_loss_plot(run)
         run.update_status(state=state, ended_at=rundir.now_iso(), error=None if state == "stopped" else str(exc),
                           peak_rss_mb=round(peak_rss_mb(), 1), **life.end_fields(exc))
         raise
@@ -193,8 +197,10 @@ def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Rep
         model=model, args=args, length_grouped=recipe.speed.group_by_length,
         train_dataset=_to_dataset(data.train), eval_dataset=_to_dataset(data.eval) if has_eval else None,
         data_collator=packing.collator(tok, packed), optimizers=(methods.make_optimizer(model, recipe, args), None),
-        callbacks=[recorder, callbacks.ControlRequests(run, life.state), callbacks.NonFiniteStop(life.state),
-                   callbacks.EvaluateLastStep(), callbacks.LossPlot(run), *eval_during.callbacks(recipe, run, tok),
+        callbacks=[recorder, distributed.synced_control(callbacks.ControlRequests, run, life.state) if distributed.in_rank()
+                   else callbacks.ControlRequests(run, life.state), callbacks.NonFiniteStop(life.state),
+                   callbacks.EvaluateLastStep(), *([callbacks.LossPlot(run)] if distributed.is_main_process() else []),
+                   *eval_during.callbacks(recipe, run, tok),
                    *trackers.callbacks(getattr(recipe, "report_to", []) or [], run),
                    *([callbacks.FollowCpuLoad(threads.LoadFollower(policy.threads), rep.say)] if policy.follows_load else [])],
     )
@@ -214,7 +220,7 @@ def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Rep
         methods.save_pretrained(trainer.model, folder)
         tok.save_pretrained(str(folder))
 
-    _atomic_save(target, save)
+    distributed.save_final(trainer, recipe, target, save, _atomic_save, tok)
     elapsed = time.time() - started
     recorder.tokens_seen = int(trainer.state.num_input_tokens_seen or 0)
     speed_now = recorder.speed()

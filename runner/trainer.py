@@ -63,7 +63,12 @@ def trainer_class():
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if return_outputs or not model.training or not self._labels_only(model, inputs):
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            return label_positions_loss(model, inputs, num_items_in_batch)
+            loss = label_positions_loss(model, inputs, num_items_in_batch)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                # as Trainer.compute_loss: num_items_in_batch counts every rank's tokens and DDP averages
+                # the gradients, so scale back up (without it a 2-process run logs and learns half the loss)
+                loss = loss * self.accelerator.num_processes
+            return loss
 
         def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
             """Eval loss with the head run only at labelled positions, as in training: the

@@ -84,7 +84,7 @@ class ReviewStep(WizardStep):
             yaml_box.update(f"[red]{getattr(exc, 'message', exc)}[/]")
             return
         exists = " (exists: you will be asked before it is replaced)" if target.exists() else ""
-        cmd.update(f"[b]writes[/] {target}{exists}\n[b]command[/] {train_command(d.nice_path(target))}")
+        cmd.update(f"[b]writes[/] {target}{exists}\n[b]command[/] {train_command(d.nice_path(target), self.draft.get('distributed'))}")
         yaml_box.update(Syntax(text, "yaml", theme="ansi_dark", background_color="default"))
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
