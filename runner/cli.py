@@ -142,6 +142,9 @@ _register_chat(app)
 from .cli_runs import register as _register_runs  # noqa: E402 - resume, runs, watch, logs, stop, checkpoint, plot
 
 _register_runs(app)
+from .cli_serve import serve as _serve  # noqa: E402 - tuneforge serve (runner/serve/)
+
+app.command()(guarded(_serve))
 
 
 def main() -> None:
