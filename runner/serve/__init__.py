@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 import socket
 from dataclasses import dataclass, field
 from typing import Callable
@@ -105,4 +106,11 @@ def _serve(app, opts: ServeOptions, served, say) -> None:
         + (" (API key required)" if opts.api_key else " (no API key: loopback only)"))
     if is_loopback(opts.host):
         say(f"from your laptop: {tunnel_hint(opts.port)}   then use http://127.0.0.1:{opts.port}/v1")
+    # uvicorn stops gracefully on SIGINT/SIGTERM, then re-raises the signal: SIGINT ends as KeyboardInterrupt
+    # (exit 130 through cli_errors), SIGTERM as exit 143 like other tuneforge commands, after the cleanup in run().
+    signal.signal(signal.SIGTERM, _exit_143)
     server.run()
+
+
+def _exit_143(_signum, _frame) -> None:
+    raise SystemExit(143)

@@ -150,7 +150,7 @@ def build_app(manager, served: list[Target], tokenizers: dict, limits: Limits, a
     def health():
         if manager.is_dead:
             return JSONResponse({"status": "unhealthy"}, status_code=503)
-        return {"status": "ok", "models": list(by_id)}
+        return {"status": "ok", "models": list(by_id), "generating": slots.used}
 
     @app.get("/v1/models")
     def models():
