@@ -49,9 +49,9 @@ def chat(
     if url:  # a server: the same screen and REPL over runner/serve/client.py
         import os
 
-        from .serve.client import RemoteChat
+        from . import services
 
-        engine = RemoteChat.connect(url, target, api_key or os.environ.get("TUNEFORGE_API_KEY"))
+        engine = services.remote_chat(url, target, api_key or os.environ.get("TUNEFORGE_API_KEY"))
         engine.sampling, target = sampling, engine.name
     elif target is None:
         from .errors import TuneforgeError

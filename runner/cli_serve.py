@@ -29,8 +29,9 @@ def serve(
     tuneforge serve runs/quickstart, then
     curl http://127.0.0.1:8000/v1/chat/completions -d '{"model": "quickstart", "messages": [{"role": "user", "content": "Hi"}]}'
     """
+    from . import services
     from .errors import TuneforgeError
-    from .serve import Limits, ServeOptions, run
+    from .serve import Limits, ServeOptions
 
     key = api_key or os.environ.get("TUNEFORGE_API_KEY") or None
     if engine == "vllm":
@@ -40,7 +41,7 @@ def serve(
     opts = ServeOptions(host=host, port=port, api_key=key, batching=batching, device=device,
                         limits=Limits(max_body_bytes=max_body_bytes, max_concurrent=max_concurrent,
                                       max_model_len=max_model_len))
-    run(targets, opts, runs_dir, say=lambda text: typer.echo(text, err=True))
+    services.serve(targets, opts, runs_dir, say=lambda text: typer.echo(text, err=True))
 
 
 def _vllm_refusal() -> None:

@@ -352,3 +352,17 @@ def checkpoint(ref: RunHandle | str | Path, wait: bool = True, timeout: float = 
     if (s.get("last_checkpoint_step") or -1) > before:
         return Outcome(True, f"checkpoint saved: {s.get('last_checkpoint')}")
     return Outcome(False, f"run ended before the checkpoint ({h.state()})")
+
+
+def serve(targets: list[str], options, runs_dir: str = "runs", say=print) -> None:
+    """Serve runs or models over an OpenAI-compatible API until SIGINT/SIGTERM (runner/serve/)."""
+    from .serve import run
+
+    run(targets, options, runs_dir, say)
+
+
+def remote_chat(url: str, model: str | None = None, api_key: str | None = None):
+    """A chat engine for an OpenAI-compatible server, with the local engine's interface (chat --url)."""
+    from .serve.client import RemoteChat
+
+    return RemoteChat.connect(url, model, api_key)
