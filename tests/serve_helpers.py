@@ -29,19 +29,24 @@ def free_port() -> int:
 class Server:
     """`tuneforge serve ARGS` in a child process; ready once /health answers (polled, no fixed waits)."""
 
-    def __init__(self, *args: str, env: dict | None = None, timeout: float = 240):
+    def __init__(self, *args: str, env: dict | None = None, timeout: float = 240, wait: bool = True):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"tf-serve-{self.port}.log", "w+")
         self.proc = subprocess.Popen([sys.executable, "-m", "tuneforge.runner.cli", "serve", *args, "--port", str(self.port)],
                                      stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        if wait:
+            self.wait(timeout)
+
+    def wait(self, timeout: float = 240) -> "Server":
+        """Until /health answers; raises with the server's output when it exits or times out."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"serve exited with {self.proc.returncode}:\n{self.output()}")
             try:
                 if httpx.get(self.base + "/health", timeout=1).status_code == 200:
-                    return
+                    return self
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)  # polling interval, not a wait for an event

@@ -21,7 +21,18 @@ KEY = "sk-test-0123456789"
 
 
 @pytest.fixture(scope="module")
-def taught(tiny_model_dir, tmp_path_factory):
+def strict_started(tiny_model_dir):
+    """Started first, so it loads while the other model is taught."""
+    srv = Server(str(tiny_model_dir), "--no-batching", "--max-concurrent", "1", "--max-body-bytes", "16384",
+                 env={"TUNEFORGE_API_KEY": KEY}, wait=False)
+    yield srv
+    assert srv.stop(signal.SIGINT) == 130, srv.output()
+    assert "Traceback" not in srv.output()
+    assert KEY not in srv.output()  # the key is never logged
+
+
+@pytest.fixture(scope="module")
+def taught(tiny_model_dir, tmp_path_factory, strict_started):
     return teach_tool_calls(tiny_model_dir, tmp_path_factory.mktemp("taught"))
 
 
@@ -35,12 +46,9 @@ def server(taught):
 
 
 @pytest.fixture(scope="module")
-def strict(tiny_model_dir):
-    srv = Server(str(tiny_model_dir), "--no-batching", "--max-concurrent", "1", "--max-body-bytes", "16384", env={"TUNEFORGE_API_KEY": KEY})
-    yield srv
-    assert srv.stop(signal.SIGINT) == 130, srv.output()
-    assert "Traceback" not in srv.output()
-    assert KEY not in srv.output()  # the key is never logged
+def strict(strict_started):
+    """The random tiny model, one request at a time, an API key and a small body limit."""
+    return strict_started.wait()
 
 
 def _alive(pid: int) -> bool:

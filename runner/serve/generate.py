@@ -125,11 +125,19 @@ class _ThinkSplitter:
     def __init__(self, on: bool):
         self.state = "start" if on else "content"
         self.buf = ""
+        self.started = False  # reasoning text seen
 
     def feed(self, text: str | None) -> list[tuple[str, str]]:
         if text is None:  # the end: what is held goes out as it stands
             rest, self.buf = self.buf, ""
+            if self.state == "think":
+                rest = rest.rstrip()
             return [("reasoning" if self.state == "think" else "content", rest)] if rest else []
+        if self.state == "after":  # the blank line after </think> is not content either
+            text = text.lstrip()
+            if text:
+                self.state = "content"
+            return [("content", text)] if text else []
         if self.state == "content":
             return [("content", text)]
         self.buf += text
@@ -141,11 +149,16 @@ class _ThinkSplitter:
                 self.state, rest, self.buf = "content", self.buf, ""
                 return [("content", rest)]
             self.state, self.buf = "think", head[len(THINK):]
+        if not self.started:  # the newline after <think> is not reasoning
+            self.buf = self.buf.lstrip()
+            self.started = bool(self.buf)
         end = self.buf.find(END_THINK)
         if end >= 0:
-            reasoning, rest = self.buf[:end], self.buf[end + len(END_THINK):].lstrip()
-            self.state, self.buf = "content", ""
-            return [p for p in (("reasoning", reasoning.strip()), ("content", rest)) if p[1]]
+            reasoning, rest = self.buf[:end].rstrip(), self.buf[end + len(END_THINK):].lstrip()
+            self.state, self.buf = "after", rest
+            if rest:
+                self.state, self.buf = "content", ""
+            return [p for p in (("reasoning", reasoning), ("content", rest)) if p[1]]
         safe = len(self.buf) - (len(END_THINK) - 1)
         if safe <= 0:
             return []
