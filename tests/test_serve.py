@@ -204,3 +204,7 @@ def test_remote_engine_shows_tool_calls_as_lines(server, taught):
     engine.tools = TOOLS
     line = engine.reply([{"role": "user", "content": ASK}])
     assert parse_tool_line(line) == ("get_weather", {"city": "Paris"})
+    # the next prompt answers the call as the tool, as a person pasting the tool's output does
+    history = [{"role": "user", "content": ASK}, {"role": "assistant", "content": line},
+               {"role": "user", "content": '{"temp_c": 18}'}]
+    assert engine.reply(history) == ANSWER

@@ -75,3 +75,18 @@ def test_templates_with_their_own_tools_are_parsed_as_tagged_json():
 
     assert tool_format_for("{{ messages }}") == "qwen"
     assert tool_format_for(preamble("glm4") + "{{ messages }}") == "glm4"
+
+
+def test_a_prompt_after_a_tool_call_line_is_sent_as_the_tools_result():
+    from tuneforge.runner.serve.client import api_messages, tool_call_line
+
+    msgs = [{"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": "Let me look.\n" + tool_call_line("get_weather", '{"city": "Paris"}')},
+            {"role": "user", "content": "18 C"}, {"role": "assistant", "content": "It is 18 C."},
+            {"role": "user", "content": "Thanks"}]
+    out = api_messages(msgs)
+    assert [m["role"] for m in out] == ["user", "assistant", "tool", "assistant", "user"]
+    call = out[1]["tool_calls"][0]
+    assert out[1]["content"] == "Let me look." and call["function"] == {"name": "get_weather", "arguments": '{"city": "Paris"}'}
+    assert out[2] == {"role": "tool", "tool_call_id": call["id"], "content": "18 C"}
+    assert out[3:] == msgs[3:]

@@ -2,8 +2,10 @@
 
 It has the interface of the local engine (`chat.ChatModel`: `stream`, `reply`, `sampling`,
 `last_stats`, `base`), so the chat screen and the plain REPL use it unchanged. Tool calls the server
-returns are shown as text lines (`→ tool call name({...})`); stopping a reply closes the stream,
-which stops the generation on a server that notices (tuneforge serve does).
+returns are shown as text lines (`→ tool call name({...})`), and the prompt typed after such a reply
+is sent as the tool's result (a `tool` message), so a person can play the tool by pasting its output.
+Stopping a reply closes the stream, which stops the generation on a server that notices (tuneforge
+serve does).
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ class RemoteChat:
         s = sampling or self.sampling
         sent = time.perf_counter()
         stats = Stats()
-        body = dict(model=self.name, messages=messages, stream=True, max_tokens=s.max_new_tokens,
+        body = dict(model=self.name, messages=api_messages(messages), stream=True, max_tokens=s.max_new_tokens,
                     temperature=s.temperature, stream_options={"include_usage": True})
         if s.top_p < 1:
             body["top_p"] = s.top_p
@@ -123,3 +125,29 @@ def parse_tool_line(text: str) -> tuple[str, dict] | None:
         return name, json.loads(args)
     except json.JSONDecodeError:
         return None
+
+
+def api_messages(messages: list[dict]) -> list[dict]:
+    """The conversation as the API takes it: tool-call lines in a reply become `tool_calls`, and the
+    user turn right after them becomes the tool's result."""
+    out: list[dict] = []
+    pending: list[str] = []
+    for m in messages:
+        if m["role"] == "user" and pending:
+            out.append({"role": "tool", "tool_call_id": pending[0], "content": m["content"]})
+            pending = []
+            continue
+        if m["role"] != "assistant":
+            out.append(m)
+            continue
+        lines = m["content"].split("\n")
+        calls = [(i, parsed) for i, line in enumerate(lines) if (parsed := parse_tool_line(line.strip()))]
+        if not calls:
+            out.append(m)
+            continue
+        pending = [f"call_{len(out)}_{i}" for i, _ in calls]
+        text = "\n".join(line for i, line in enumerate(lines) if i not in dict(calls)).strip()
+        out.append({"role": "assistant", "content": text or None, "tool_calls": [
+            {"id": cid, "type": "function", "function": {"name": name, "arguments": json.dumps(args, ensure_ascii=False)}}
+            for cid, (_, (name, args)) in zip(pending, calls)]})
+    return out
