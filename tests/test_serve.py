@@ -12,11 +12,11 @@ import json
 import signal
 
 import httpx
+import openai  # the serve extra; the test extra installs it
 import pytest
 
 from serve_helpers import ANSWER, ASK, HELLO, HELLO_REPLY, TOOLS, Server, teach_tool_calls
 
-openai = pytest.importorskip("openai", reason="the serve extra (pip install 'tuneforge[serve]') is not installed")
 KEY = "sk-test-0123456789"
 
 
