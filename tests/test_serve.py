@@ -23,8 +23,8 @@ KEY = "sk-test-0123456789"
 @pytest.fixture(scope="module")
 def strict_started(tiny_model_dir):
     """Started first, so it loads while the other model is taught."""
-    srv = Server(str(tiny_model_dir), "--no-batching", "--max-concurrent", "1", "--max-body-bytes", "16384",
-                 env={"TUNEFORGE_API_KEY": KEY}, wait=False)
+    srv = Server(str(tiny_model_dir), "smollm2-135m", "--no-batching", "--max-concurrent", "1",
+                 "--max-body-bytes", "16384", env={"TUNEFORGE_API_KEY": KEY}, wait=False)
     yield srv
     assert srv.stop(signal.SIGINT) == 130, srv.output()
     assert "Traceback" not in srv.output()
@@ -47,7 +47,7 @@ def server(taught):
 
 @pytest.fixture(scope="module")
 def strict(strict_started):
-    """The random tiny model, one request at a time, an API key and a small body limit."""
+    """The random tiny model and SmolLM2, one request at a time, an API key and a small body limit."""
     return strict_started.wait()
 
 
@@ -179,6 +179,17 @@ def test_a_client_that_leaves_frees_its_slot_at_once(strict, tiny_model_dir):
     # the stream is closed: the next request is served at once, not after the 2000 tokens
     reply = s.completions.create(model=tiny_model_dir.name, prompt="Hi", max_tokens=2, timeout=4)
     assert reply.usage.completion_tokens == 2 and strict.health()["generating"] == 0
+
+
+def test_several_models_at_once_each_under_its_own_name(strict, tiny_model_dir):
+    s = client(strict, KEY)
+    assert [m.id for m in s.models.list().data] == [tiny_model_dir.name, "smollm2-135m"]
+    for name in (tiny_model_dir.name, "smollm2-135m"):
+        r = s.chat.completions.create(model=name, messages=[{"role": "user", "content": "Hi"}], max_tokens=3)
+        assert r.model == name and r.usage.completion_tokens == 3
+    unnamed = httpx.post(strict.base + "/v1/completions", headers={"Authorization": f"Bearer {KEY}"},
+                         json={"prompt": "x"}, timeout=10)
+    assert unnamed.status_code == 400 and unnamed.json()["error"]["param"] == "model"
 
 
 def test_non_loopback_host_needs_an_api_key(run_cli, tiny_model_dir):

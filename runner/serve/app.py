@@ -114,7 +114,10 @@ def build_app(manager, served: list[Target], tokenizers: dict, limits: Limits, a
 
     def pick(body: dict) -> tuple[Target, Any]:
         name = body.get("model")
-        if name is None and len(served) == 1:
+        if name is None:
+            if len(served) > 1:
+                raise ApiError(400, f"'model' is required: this server serves {', '.join(by_id)}", param="model",
+                               code="missing_required_parameter")
             name = served[0].id
         if name not in by_id:
             raise ApiError(404, f"The model '{name}' does not exist; this server serves: {', '.join(by_id)}",
