@@ -1,6 +1,7 @@
 """`tuneforge serve`: runs (or models) behind an OpenAI-compatible API, safe by default.
 
-models.py  what is served and how it loads (transformers' ModelLoader, for runs)
+models.py  what is served: targets by name, their tokenizers with the run's template
+loader.py  how a target loads in its model process (transformers' ModelLoader, for runs)
 generate.py one request's generation: stop strings, reasoning, tool calls in the run's format
 wire.py    OpenAI's wire format: field checks, errors, objects and chunks
 app.py     the FastAPI app: routes, API key, size and concurrency limits
@@ -75,7 +76,8 @@ def run(refs: list[str], opts: ServeOptions, runs_dir: str = "runs", say: Callab
 
     from .. import model as model_mod
     from .app import build_app
-    from .models import RunLoader, key_of, load_tokenizer, targets
+    from .loader import RunLoader
+    from .models import key_of, load_tokenizer, targets
 
     model_mod.quiet_hf()
     served = targets(refs, runs_dir)
