@@ -42,7 +42,7 @@ def server(taught):
     yield srv
     kids = srv.children()
     assert srv.stop(signal.SIGTERM) == 143, srv.output()
-    assert kids and not [p for p in kids if _alive(p)], "a model process outlived the server"
+    assert kids and _gone(kids), "a model process outlived the server"
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +51,18 @@ def strict(strict_started):
     return strict_started.wait()
 
 
-def _alive(pid: int) -> bool:
+def _gone(pids: list[int], timeout: float = 20) -> bool:
+    """Whether the processes exit (they follow their parent out within moments)."""
     import psutil
 
-    return psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    procs = []
+    for pid in pids:
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    return not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
 
 
 def client(srv, key: str = "none"):
