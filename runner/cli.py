@@ -152,12 +152,14 @@ _register_chat(app)
 from .cli_runs import register as _register_runs  # noqa: E402 - resume, runs, watch, logs, stop, checkpoint, plot
 
 _register_runs(app)
-from .cli_score import register as _register_score; _register_score(app)  # noqa: E402,E702 - score (stage rm runs)
-
-
+# Commands that live in their own modules (imported here, each light until it runs).
 from .cli_eval import register as _register_eval  # noqa: E402 - tuneforge eval
+from .cli_score import register as _register_score  # noqa: E402 - tuneforge score (stage rm runs)
+from .cli_serve import serve as _serve  # noqa: E402 - tuneforge serve (runner/serve/)
 
+_register_score(app)
 _register_eval(app)
+app.command()(guarded(_serve))
 
 
 def main() -> None:

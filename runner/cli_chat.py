@@ -16,7 +16,7 @@ from .cli_errors import guarded
 
 
 def chat(
-    target: Annotated[str, typer.Argument(help="A run directory, a run name, or a model (alias, folder, .gguf, hub id).")],
+    target: Annotated[Optional[str], typer.Argument(help="A run directory, a run name, or a model (alias, folder, .gguf, hub id); with --url, the model id on the server (default: its first).")] = None,
     adapter: Annotated[Optional[str], typer.Option(help="A LoRA adapter folder to load on top of the model.")] = None,
     compare: Annotated[bool, typer.Option("--compare", help="Base and tuned model answer each prompt side by side.")] = False,
     plain: Annotated[bool, typer.Option("--plain", help="Line-by-line REPL on stdin/stdout (automatic when not a terminal).")] = False,
@@ -27,6 +27,8 @@ def chat(
     top_k: Annotated[int, typer.Option(help="Sample from the k most likely tokens (0 = off).", min=0)] = 0,
     repetition_penalty: Annotated[float, typer.Option(help="Above 1.0 discourages repeats.", min=0.0)] = 1.0,
     runs_dir: Annotated[str, typer.Option(help="Where run names are looked up.")] = "runs",
+    url: Annotated[Optional[str], typer.Option(help="Talk to an OpenAI-compatible server instead, e.g. http://127.0.0.1:8000/v1 (tuneforge serve).")] = None,
+    api_key: Annotated[Optional[str], typer.Option(help="The server's API key with --url (default: env TUNEFORGE_API_KEY).", show_default=False)] = None,
 ) -> None:
     """Talk to a trained run or a model: a chat screen on a terminal, a plain REPL otherwise.
 
@@ -43,23 +45,35 @@ def chat(
     sampling = Sampling(temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens,
                         repetition_penalty=repetition_penalty)
     conversation = Conversation(system=system)
-    ref = resolve_target(target, runs_dir)
+    engine = None
+    if url:  # a server: the same screen and REPL over runner/serve/client.py
+        import os
+
+        from . import services
+
+        engine = services.remote_chat(url, target, api_key or os.environ.get("TUNEFORGE_API_KEY"))
+        engine.sampling, target = sampling, engine.name
+    elif target is None:
+        from .errors import TuneforgeError
+
+        raise TuneforgeError("no run or model to chat with", "tuneforge chat RUN, or tuneforge chat --url http://HOST:PORT/v1")
+    ref = target if engine else resolve_target(target, runs_dir)
     if plain or not (sys.stdin.isatty() and sys.stdout.isatty()):
-        _plain(ref, adapter, compare, sampling, conversation)
+        _plain(ref, adapter, compare, sampling, conversation, engine)
         return
     from ..tui.chat_screen import ChatApp
 
-    ChatApp(ref, adapter=adapter, compare=compare, sampling=sampling, conversation=conversation).run()
+    ChatApp(ref, adapter=adapter, compare=compare, sampling=sampling, conversation=conversation, engine=engine).run()
 
 
-def _plain(ref: str, adapter: str | None, compare: bool, sampling, conversation) -> None:
+def _plain(ref: str, adapter: str | None, compare: bool, sampling, conversation, engine=None) -> None:
     from . import chat as chat_mod
     from .chat_repl import run_repl
 
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
-    if interactive:
+    if interactive and engine is None:
         sys.stderr.write(f"loading {ref} ...\n")
-    engine = chat_mod.load(ref, adapter=adapter)
+    engine = engine or chat_mod.load(ref, adapter=adapter)
     engine.sampling = sampling
     if compare:
         engine.base()

@@ -175,6 +175,12 @@ class DataSpec(StrictModel):
         False, description="Also train on system/user tokens. By default only assistant replies are trained."
     )
     last_turn_only: bool = Field(False, description="Train only on the last assistant reply of each conversation.")
+    tool_format: Literal["auto", "template", "json", "qwen", "glm4"] = Field(
+        "auto",
+        description="How tools and tool calls are rendered: 'template' by the chat template itself; json, qwen or glm4 "
+        "by a named format (tools in the system turn, calls as tagged JSON in the reply, results as a user turn); "
+        "'auto' uses the template when it renders tools, else json. Saved with the run's chat template.",
+    )
     on_bad_rows: Literal["auto", "error", "skip", "warn"] = Field(
         "auto",
         description="Rows that fail validation: 'error' stops; 'skip' leaves them out (listed in data_report.json); "

@@ -489,3 +489,16 @@ def eval_console(ref: RunHandle | str | Path, limit: int = 4000, runs_dir: str |
         return path.read_text(encoding="utf-8", errors="replace")[-limit:]
     except OSError:
         return ""
+
+def serve(targets: list[str], options, runs_dir: str = "runs", say=print) -> None:
+    """Serve runs or models over an OpenAI-compatible API until SIGINT/SIGTERM (runner/serve/)."""
+    from .serve import run
+
+    run(targets, options, runs_dir, say)
+
+
+def remote_chat(url: str, model: str | None = None, api_key: str | None = None):
+    """A chat engine for an OpenAI-compatible server, with the local engine's interface (chat --url)."""
+    from .serve.client import RemoteChat
+
+    return RemoteChat.connect(url, model, api_key)

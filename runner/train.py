@@ -143,7 +143,7 @@ def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Rep
 
     resolved = model_mod.resolve(recipe.model.name_or_path)
     tok = model_mod.load_tokenizer(resolved, recipe.model.revision, recipe.model.trust_remote_code)
-    template, template_name = resolve_chat_template(tok, recipe.model.chat_template)
+    template, template_name = resolve_chat_template(tok, recipe.model.chat_template, recipe.data.tool_format)
     tok.chat_template = template  # saved with the weights: chat and export use exactly this one
     rep.say(f"model {resolved.source} ({resolved.kind}: {resolved.path}); chat template: {template_name}")
 

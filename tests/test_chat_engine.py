@@ -37,10 +37,11 @@ def test_chat_prompt_is_exactly_what_training_put_before_the_reply(engine, tiny_
     from transformers import AutoTokenizer
 
     from tuneforge.runner.data.schema import Example, Message
-    from tuneforge.runner.data.template import IGNORE, ChatTokenizer, builtin_template
+    from tuneforge.runner.data.template import IGNORE, ChatTokenizer, builtin_template, resolve_chat_template
 
     base_tok = AutoTokenizer.from_pretrained(tiny_model_dir)
-    assert engine.chat_template == builtin_template("alpaca") != base_tok.chat_template  # the run's, not the base's
+    # the run's (alpaca, with its tool format), not the base's
+    assert engine.chat_template == resolve_chat_template(base_tok, "alpaca")[0] != base_tok.chat_template
     training = ChatTokenizer(base_tok, builtin_template("alpaca"), max_length=512)
     tokenized = training(Example("conversation", [Message(m["role"], m["content"]) for m in CONVERSATION]))
     prompt = engine.prompt_ids(CONVERSATION[:-1])

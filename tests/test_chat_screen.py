@@ -7,6 +7,7 @@ import pytest
 from chat_helpers import poll, tiny_lora_run
 from tuneforge.runner import chat
 from tuneforge.runner.chat_session import BASE, TUNED
+from tuneforge.runner.data.template import builtin_template
 from tuneforge.tui.chat_screen import ChatApp, ChatScreen, Note, TurnView
 from tuneforge.tui.widgets.chat_message import ReplyView, split_think
 from tuneforge.tui.widgets.chat_settings import SettingsPanel
@@ -57,7 +58,7 @@ async def test_model_loads_in_a_worker_behind_a_loading_indicator(tiny_run):
         await pilot.pause()
         assert not screen.query("LoadingIndicator")
         assert f"Chatting with {tiny_run.name}" in _notes(screen)
-        assert screen.engine.chat_template.startswith("{% for message in messages %}")
+        assert screen.engine.chat_template.endswith(builtin_template("alpaca"))  # the run's, after its tool format
         await _send(pilot, "Who are you?")
         await poll(lambda: not screen.generating and len(screen.conversation.turns[0].replies) == 2, timeout=60)
         # The command line's settings reach both models, the base included (made while loading).

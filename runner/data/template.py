@@ -40,8 +40,15 @@ def builtin_template(name: str) -> str:
     return (resources.files("tuneforge.runner") / "templates" / f"{name}.jinja").read_text(encoding="utf-8")
 
 
-def resolve_chat_template(tokenizer, choice: str = "auto") -> tuple[str, str]:
-    """(template text, its name). 'auto' = the tokenizer's own, else chatml for base models."""
+def resolve_chat_template(tokenizer, choice: str = "auto", tool_format: str = "auto") -> tuple[str, str]:
+    """(template text, its name). 'auto' = the tokenizer's own, else chatml for base models; tools and
+    tool calls in `tool_format` when the template cannot render them (data/tool_format.py)."""
+    from .tool_format import with_tool_format
+
+    return with_tool_format(*_base_chat_template(tokenizer, choice), tool_format, tokenizer)
+
+
+def _base_chat_template(tokenizer, choice: str) -> tuple[str, str]:
     if choice == "auto":
         own = getattr(tokenizer, "chat_template", None)
         if isinstance(own, str) and own.strip():
