@@ -1,0 +1,37 @@
+"""Training stages: one module per stage builds its TRL 1.x config and trainer from the recipe.
+
+train.py asks this registry three things: which options to tokenize the data with
+(`data_options`), which kind of model to load (`model_task`), and the stage's trainer (`build`).
+Every builder takes a `StageContext` (base.py) and returns a Trainer whose class comes from
+trainer.trainer_class(TRL's trainer), so atomic checkpoints, length-grouped batches and the run's
+callbacks work the same for every stage.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .base import StageContext
+
+__all__ = ["StageContext", "build", "data_options", "model_task"]
+
+MODULES = {"sft": "sft", "pt": "pt", "rm": "rm", "dpo": "dpo", "kto": "kto", "orpo": "orpo", "simpo": "simpo"}
+
+
+def data_options(recipe) -> dict:
+    """Keywords for runner.data.tokenize_for beyond the data section. KTO on pairs (kto.unpair)
+    reads the pairs and splits them in the stage (rows.unpair) until the data layer takes `unpair=`."""
+    if recipe.stage == "kto" and recipe.kto.unpair:
+        return {"stage": "dpo"}
+    return {"stage": recipe.stage}
+
+
+def model_task(recipe) -> str:
+    """'reward' (a sequence-classification model with one output) for stage rm, else 'causal'."""
+    return "reward" if recipe.stage == "rm" else "causal"
+
+
+def build(ctx: StageContext):
+    """The stage's Trainer, ready for .train()."""
+    module = importlib.import_module(f"{__name__}.{MODULES[ctx.recipe.stage]}")
+    return module.build(ctx)
