@@ -282,6 +282,9 @@ def load(ref: str, adapter: str | None = None, device: str = "auto", warmup: boo
         spec = recipe.get("model") or {}
         template_choice = spec.get("chat_template", "auto")
         resolve_target(ref)  # a clear error when the run has no final weights yet
+        if recipe.get("stage") == "rm":
+            raise TuneforgeError(f"run '{run.name}' is a reward model (stage rm): it scores replies, it does not chat",
+                                 f"score replies with it: tuneforge score {ref} --data FILE")
         weights = run.weights
         if weights.name == "model":
             resolved = model_mod.ResolvedModel(str(weights), str(weights), "local")
@@ -289,7 +292,7 @@ def load(ref: str, adapter: str | None = None, device: str = "auto", warmup: boo
             base_ref = spec.get("name_or_path", model_mod.EMBEDDED_ALIAS)
         else:
             base_spec = spec
-            resolved = model_mod.resolve(base_spec.get("name_or_path", model_mod.EMBEDDED_ALIAS))
+            resolved = model_mod.resolve_base(base_spec)  # an earlier run's merged result for model.from_run
             adapter = str(weights)
         tok_dir = str(weights)
         name = run.name
