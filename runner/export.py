@@ -171,10 +171,11 @@ def _save(model, weights: Path, tmp: Path, dtype: str, max_shard_size: str) -> N
     tok = model_mod.load_tokenizer(model_mod.ResolvedModel(str(weights), str(weights), "local"))
     model = model.to(_torch_dtype(dtype))
     model.config.dtype = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[dtype]
-    gen = model.generation_config
-    gen.pad_token_id = tok.pad_token_id
-    if tok.eos_token_id is not None:
-        gen.eos_token_id = tok.eos_token_id
+    gen = getattr(model, "generation_config", None)  # a reward model (stage rm) generates nothing
+    if gen is not None:
+        gen.pad_token_id = tok.pad_token_id
+        if tok.eos_token_id is not None:
+            gen.eos_token_id = tok.eos_token_id
     model.save_pretrained(str(tmp), max_shard_size=max_shard_size)
     tok.save_pretrained(str(tmp))
 

@@ -4,7 +4,8 @@ moves what it optimises on pairs it never trained on.
 The pairs come from dpo_en_demo.json: its prompts, the first words of its chosen replies as the
 chosen reply, and the same words in capitals as the rejected one. A random tiny model cannot
 judge the demo's own replies (its held-out DPO loss rises as it memorises them), but capitals are
-other token ids in every reply, so what a stage learns carries over to held-out rows."""
+other token ids in every reply, so what a stage learns carries over to held-out rows. The reward
+model's set also ends each reply with a fixed sign-off (a polite one for chosen)."""
 
 from __future__ import annotations
 
@@ -16,26 +17,30 @@ import yaml
 from conftest import shared
 
 
-def toy_pairs(tmp_path, first: int, count: int, words: int = 12) -> str:
+def toy_pairs(tmp_path, first: int, count: int, words: int = 12, signoff: bool = False) -> str:
+    """signoff: the chosen reply ends "Glad to help!", the rejected one "Whatever." (a reward model
+    reads one position, the last: this makes the set separable there)."""
     rows = json.loads(shared("dpo_en_demo.json").read_text(encoding="utf-8"))[first:first + count]
     out = []
     for row in rows:
         reply = " ".join(row["chosen"]["value"].split()[:words])
         prompt = " ".join(row["conversations"][-1]["value"].split()[:24])
         out.append({"conversations": [{"from": "human", "value": prompt}],
-                    "chosen": {"from": "gpt", "value": reply}, "rejected": {"from": "gpt", "value": reply.upper()}})
-    path = tmp_path / f"pairs-{first}.json"
+                    "chosen": {"from": "gpt", "value": reply + (" Glad to help!" if signoff else "")},
+                    "rejected": {"from": "gpt", "value": reply.upper() + (" Whatever." if signoff else "")}})
+    path = tmp_path / f"pairs-{first}{'-signoff' if signoff else ''}.json"
     path.write_text(json.dumps(out))
     return str(path)
 
 
 def train_stage(tmp_path, model_dir, stage: str, steps: int, lr: float, **over):
+    signoff = stage == "rm"
     from tuneforge.runner.recipe import load_recipe
     from tuneforge.runner.train import train
 
     rec = {"name": stage, "stage": stage, "model": {"name_or_path": str(model_dir)}, "method": "lora",
            "lora": {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"},
-           "data": {"train": [{"path": toy_pairs(tmp_path, 0, 48)}], "max_length": 128},
+           "data": {"train": [{"path": toy_pairs(tmp_path, 0, 48, signoff=signoff)}], "max_length": 128},
            "train": {"max_steps": steps, "batch_size": 4, "learning_rate": lr, "logging_steps": 5,
                      "warmup_ratio": 0.0, "scheduler": "constant", "save_steps": 1000},
            "output": {"runs_dir": str(tmp_path / "runs")}, **over}
@@ -44,13 +49,13 @@ def train_stage(tmp_path, model_dir, stage: str, steps: int, lr: float, **over):
     return train(load_recipe(path), progress_mode="plain")
 
 
-def held_out(result, tmp_path, stage="dpo"):
+def held_out(result, tmp_path, signoff: bool = False):
     """Held-out pairs (rows the run never saw) as tuneforge tokenizes them."""
     from tuneforge.runner.data import tokenize_for
     from tuneforge.runner.recipe import DataSpec
 
-    spec = DataSpec(train=[{"path": toy_pairs(tmp_path, 200, 24)}], max_length=128, cache=False)
-    return tokenize_for(spec, result.tokenizer, result.tokenizer.chat_template, 0, stage=stage).train
+    spec = DataSpec(train=[{"path": toy_pairs(tmp_path, 200, 24, signoff=signoff)}], max_length=128, cache=False)
+    return tokenize_for(spec, result.tokenizer, result.tokenizer.chat_template, 0, stage="dpo").train
 
 
 def sequence_logps(model, items):
@@ -109,8 +114,8 @@ def test_reward_model_ranks_held_out_pairs_after_training_on_a_separable_set(tin
     from tuneforge.runner import model as model_mod
     from tuneforge.runner.stages import rows
 
-    result = train_stage(tmp_path, tiny_model_dir, "rm", steps=36, lr=3e-3)
-    pairs = held_out(result, tmp_path)
+    result = train_stage(tmp_path, tiny_model_dir, "rm", steps=24, lr=1e-3)
+    pairs = held_out(result, tmp_path, signoff=True)
     cols = rows.reward_columns(pairs)
     # load the saved run the way `tuneforge score` will: base + SEQ_CLS adapter, merged
     scorer = model_mod.merge_adapter(model_mod.resolve(str(tiny_model_dir)), result.run.path / "adapter").eval()
