@@ -78,6 +78,8 @@ def heldout_accuracy(model, held, stage: str) -> float:
 
     from tuneforge.runner.stages import logps, rows
 
+    if not held:
+        return float("nan")  # no held-out pair fits max_length (e.g. --quick)
     model.eval()
     wins = 0
     with torch.no_grad():
@@ -100,7 +102,7 @@ def heldout_accuracy(model, held, stage: str) -> float:
                 ref = seq()
             d = policy - ref
             wins += bool(d[0] > d[1])
-    return wins / max(len(held), 1)
+    return wins / len(held)
 
 
 def child_tuneforge(args, work: Path, stage: str) -> dict:
