@@ -70,3 +70,23 @@ def test_stage_trains_writes_a_complete_run_and_replays(tiny_model_dir, tmp_path
     replay = run_recipe(run / "recipe.yaml")
     again = [r["loss"] for r in map(json.loads, (replay.run.path / "metrics.jsonl").read_text().splitlines()) if r.get("loss")]
     assert again == pytest.approx(losses, rel=1e-5, abs=1e-6)
+
+
+def test_precomputed_reference_equals_the_live_reference_and_is_cached(tiny_model_dir, tmp_path):
+    """dpo.reference.kind precomputed: the same losses as the live base reference (adapter off),
+    the log-probs computed once and found in the cache by a replay."""
+    fp32 = {"precision": "fp32", "train": {"max_steps": 2, "batch_size": 2, "learning_rate": 1e-3, "logging_steps": 1,
+                                           "warmup_ratio": 0.0, "scheduler": "constant", "save_steps": 100}}
+
+    def losses_of(result):
+        rows = map(json.loads, (result.run.path / "metrics.jsonl").read_text().splitlines())
+        return [r["loss"] for r in rows if r.get("loss")]
+
+    live = run_recipe(write(tmp_path, stage_recipe(tmp_path, tiny_model_dir, "dpo", name="live", **fp32)))
+    pre = stage_recipe(tmp_path, tiny_model_dir, "dpo", name="pre", dpo={"reference": {"kind": "precomputed"}}, **fp32)
+    first = run_recipe(write(tmp_path, pre))
+    assert losses_of(first) == pytest.approx(losses_of(live), rel=1e-4, abs=1e-5)
+    assert "computed once, cached" in (first.run.path / "train.log").read_text()
+    again = run_recipe(first.run.path / "recipe.yaml")
+    assert "from the cache" in (again.run.path / "train.log").read_text()
+    assert losses_of(again) == losses_of(first)
