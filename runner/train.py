@@ -150,7 +150,7 @@ def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Rep
     speed_args, speed_note = speed.plan(recipe, placement, [len(x.input_ids) for x in data.train], labelled, packed)
     rep.say(speed_note + f"; attention: {attention}")
     t = recipe.train
-    per_epoch = math.ceil(len(data.train) / (t.batch_size * t.grad_accum))
+    per_epoch = math.ceil(stages.rows_per_epoch(recipe, data) / (t.batch_size * t.grad_accum))
     total_steps = t.max_steps or math.ceil(per_epoch * t.epochs)
     has_eval = bool(data.eval)
     args = dict(

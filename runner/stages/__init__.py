@@ -13,7 +13,7 @@ import importlib
 
 from .base import StageContext
 
-__all__ = ["StageContext", "build", "data_options", "model_task"]
+__all__ = ["StageContext", "build", "data_options", "model_task", "rows_per_epoch"]
 
 MODULES = {"sft": "sft", "pt": "pt", "rm": "rm", "dpo": "dpo", "kto": "kto", "orpo": "orpo", "simpo": "simpo"}
 
@@ -24,6 +24,11 @@ def data_options(recipe) -> dict:
     if recipe.stage == "kto" and recipe.kto.unpair:
         return {"stage": "dpo"}
     return {"stage": recipe.stage}
+
+
+def rows_per_epoch(recipe, data) -> int:
+    """Training rows the stage's trainer sees in one epoch (kto.unpair makes two of each pair)."""
+    return len(data.train) * (2 if recipe.stage == "kto" and recipe.kto.unpair else 1)
 
 
 def model_task(recipe) -> str:
