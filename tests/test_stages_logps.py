@@ -85,3 +85,42 @@ def test_rows_cut_pairs_at_the_shared_prompt_and_the_replies_last_trained_token(
         assert first_c == first_r > 0  # one prompt, the same length for both replies
         assert torch.equal(batch["input_ids"][i, :first_c], batch["input_ids"][n + i, :first_r])
     assert rows.common_prefix([1, 2, 3], [1, 2, 4]) == 2 and rows.reply_end([-100, 5, 6, -100]) == 3
+
+
+def test_packed_reward_forward_scores_like_the_padded_classifier(tiny_model_dir):
+    """Stage rm with packing: the same scores (at transformers' scored token: the last one that is not
+    the pad token) and gradients as the sequence classifier's own padded forward."""
+    from peft import LoraConfig, get_peft_model
+    from trl.trainer.reward_trainer import DataCollatorForPreference
+
+    from tuneforge.runner import cpu_attention
+    from tuneforge.runner import model as model_mod
+    from tuneforge.runner.stages import logps, rows
+
+    from tuneforge.runner.data import tokenize_for
+    from tuneforge.runner.data.template import resolve_chat_template
+    from tuneforge.runner.recipe import DataSpec
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    spec = DataSpec(train=[{"path": str(shared("dpo_en_demo.json")), "max_samples": 24}], max_length=320,
+                    truncation="keep_end", on_bad_rows="skip", cache=False)
+    items = tokenize_for(spec, tok, resolve_chat_template(tok, "auto")[0], 0, stage="dpo").train[:4]
+    cols = rows.reward_columns(items)
+    padded = DataCollatorForPreference(pad_token_id=tok.pad_token_id)([{k: cols[k][i] for k in cols} for i in range(4)])
+    results = []
+    for ours in (False, True):
+        torch.manual_seed(0)
+        model = model_mod.load_model(model_mod.resolve(str(tiny_model_dir)), "fp32", task="reward")
+        cpu_attention.use(model, 1024, "cpu")
+        model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                 task_type="SEQ_CLS", modules_to_save=["score"], init_lora_weights=False))
+        if ours:
+            assert logps.install_reward(logps.bare(model))
+        scores = model(**padded, use_cache=False).logits
+        scores.sum().backward()
+        results.append((scores.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}))
+    (ref, ref_grads), (got, got_grads) = results
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+    for name in ref_grads:
+        torch.testing.assert_close(got_grads[name], ref_grads[name], rtol=1e-3, atol=1e-5)

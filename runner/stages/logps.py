@@ -108,3 +108,35 @@ def install(model, packed: bool, outputs=OUTPUTS) -> bool:
 def bare(model):
     """The causal LM under peft and accelerate wrappers."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def install_reward(model) -> bool:
+    """The reward model's forward on padding-free rows: the decoder runs on the batch's real tokens
+    packed into one row, the score head only at each row's scored token (transformers' rule: the
+    last token that is not the pad token). Same scores as the padded forward
+    (tests/test_stages_logps.py); used when packing is on."""
+    import types
+
+    import torch
+    from transformers.modeling_outputs import SequenceClassifierOutputWithPast
+
+    if getattr(model, MARK, False) or not hasattr(model, "score"):
+        return False
+    previous = model.forward
+
+    def forward(self, input_ids=None, attention_mask=None, **kwargs):
+        if input_ids is None or attention_mask is None or kwargs.get("inputs_embeds") is not None or kwargs.get("labels") is not None:
+            return previous(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        ids, pos, cu, longest, flat = packed_inputs(input_ids, attention_mask)
+        hidden = _backbone(self)(input_ids=ids, position_ids=pos, cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=longest,
+                                 max_length_k=longest, use_cache=False).last_hidden_state[0]
+        pad = self.config.pad_token_id
+        scored = (input_ids != pad) if pad is not None else torch.ones_like(input_ids, dtype=torch.bool)
+        index = torch.arange(input_ids.shape[1], device=input_ids.device)
+        last = (index * (scored & attention_mask.bool())).argmax(-1)  # transformers' last non-pad token
+        picked = hidden[flat[torch.arange(input_ids.shape[0], device=input_ids.device), last]]
+        return SequenceClassifierOutputWithPast(logits=self.score(picked))
+
+    model.forward = types.MethodType(forward, model)
+    setattr(model, MARK, True)
+    return True

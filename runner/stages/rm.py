@@ -12,7 +12,7 @@ def build(ctx: StageContext):
     from trl import RewardConfig, RewardTrainer
 
     from ..trainer import trainer_class
-    from . import rows
+    from . import logps, rows
 
     spec = ctx.recipe.rm
     if spec.margin_column:
@@ -21,8 +21,11 @@ def build(ctx: StageContext):
     args = config(RewardConfig, ctx, center_rewards_coefficient=spec.center_rewards_coefficient, max_length=None)
     train = rows.reward_columns(ctx.data.train)
     evals = eval_items(ctx)
-    return trainer_class(RewardTrainer)(
+    trainer = trainer_class(RewardTrainer)(
         processing_class=ctx.tokenizer, train_dataset=dataset(train),
         eval_dataset=dataset(rows.reward_columns(evals)) if evals else None,
         lengths=rows.lengths(train, "chosen_ids", "rejected_ids"), **trainer_kwargs(ctx, args),
     )
+    if ctx.packed:  # padding-free rows, the score head only at each row's scored token
+        logps.install_reward(logps.bare(trainer.accelerator.unwrap_model(trainer.model)))
+    return trainer
