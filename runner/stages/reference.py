@@ -73,7 +73,7 @@ def precompute(trainer, dataset, name: str, batch_size: int, ref_key: str, colum
 
     from .rows import fingerprint as rows_fingerprint
 
-    rows = {c: dataset[c] for c in dataset.column_names if not c.startswith("ref_")}
+    rows = {c: list(dataset[c]) for c in dataset.column_names if not c.startswith("ref_")}
     key = hashlib.sha256(f"{ref_key}|{name}|{rows_fingerprint(rows)}".encode()).hexdigest()[:24]
     path = cache_file(key)
     if path.is_file():
