@@ -27,8 +27,16 @@ def run(tmp_path, name: str, **over):
     return train(load_recipe(path), progress_mode="plain")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def own_cache(tmp_path_factory):
+    """The merged from_run folders of these tiny runs go to a cache of their own, not the shared one."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TUNEFORGE_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture(scope="module")
-def chain(tiny_model_dir, tmp_path_factory):
+def chain(tiny_model_dir, tmp_path_factory, own_cache):
     tmp = tmp_path_factory.mktemp("from-run")
     sft = run(tmp, "sft", model={"name_or_path": str(tiny_model_dir)},
               data={"train": [{"path": str(shared("alpaca_en_demo.json")), "max_samples": 8}]})
