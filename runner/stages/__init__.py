@@ -19,11 +19,14 @@ MODULES = {"sft": "sft", "pt": "pt", "rm": "rm", "dpo": "dpo", "kto": "kto", "or
 
 
 def data_options(recipe) -> dict:
-    """Keywords for runner.data.tokenize_for beyond the data section. KTO on pairs (kto.unpair)
-    reads the pairs and splits them in the stage (rows.unpair) until the data layer takes `unpair=`."""
-    if recipe.stage == "kto" and recipe.kto.unpair:
-        return {"stage": "dpo"}
-    return {"stage": recipe.stage}
+    """Keywords for runner.data.tokenize_for beyond the data section: the stage, and where the data
+    layer takes them, kto.unpair / pt.concatenate / rm.margin_column (data.stage_rows.stage_options).
+    Without those (an older data layer) KTO on pairs reads the pairs and rows.unpair splits them."""
+    try:
+        from ..data.stage_rows import stage_options
+    except ImportError:
+        return {"stage": "dpo"} if recipe.stage == "kto" and recipe.kto.unpair else {"stage": recipe.stage}
+    return {"stage": recipe.stage, **stage_options(recipe)}
 
 
 def rows_per_epoch(recipe, data) -> int:

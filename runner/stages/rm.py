@@ -15,11 +15,12 @@ def build(ctx: StageContext):
     from . import logps, rows
 
     spec = ctx.recipe.rm
-    if spec.margin_column:
-        raise TuneforgeError("rm.margin_column: the data layer does not carry a margin column yet",
-                             "remove rm.margin_column (every pair then counts as chosen > rejected)")
     args = config(RewardConfig, ctx, center_rewards_coefficient=spec.center_rewards_coefficient, max_length=None)
     train = rows.reward_columns(ctx.data.train)
+    if spec.margin_column and "margin" not in train:
+        raise TuneforgeError(f"rm.margin_column '{spec.margin_column}': the rows carry no margin (this data layer "
+                             "does not read the column, or some rows lack it)",
+                             "give every row the margin column, or remove rm.margin_column")
     evals = eval_items(ctx)
     trainer = trainer_class(RewardTrainer)(
         processing_class=ctx.tokenizer, train_dataset=dataset(train),

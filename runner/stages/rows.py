@@ -52,8 +52,12 @@ def pair_columns(items) -> dict[str, list]:
 
 def reward_columns(items) -> dict[str, list]:
     """RewardTrainer rows: the whole prompt+chosen and prompt+rejected sequences, scored at their end."""
-    return {"chosen_ids": [t.input_ids[:reply_end(t.labels)] for t in items],
+    cols = {"chosen_ids": [t.input_ids[:reply_end(t.labels)] for t in items],
             "rejected_ids": [t.rejected_ids[:reply_end(t.rejected_labels)] for t in items]}
+    margins = [getattr(t, "margin", None) for t in items]
+    if items and all(m is not None for m in margins):  # rm.margin_column, where the data layer carries it
+        cols["margin"] = [float(m) for m in margins]
+    return cols
 
 
 def unpair(items) -> list:
