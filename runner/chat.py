@@ -278,23 +278,6 @@ def refuse_reward_model(run) -> None:
                              f"score pairs with it: tuneforge score {run.path} --data FILE")
 
 
-def base_model(spec: dict, dtype: str):
-    """The model a run trained on: model.name_or_path, or with model.from_run the earlier run's result
-    (its full model/, or its own base with its adapter merged in: the chain of an SFT -> DPO run)."""
-    from . import rundir
-
-    prev = rundir.RunDir(Path(spec["from_run"])) if spec.get("from_run") else None
-    if prev is not None and prev.recipe.is_file() and prev.weights is not None:
-        if prev.weights.name == "model":
-            return model_mod.load_model(model_mod.ResolvedModel(str(prev.weights), str(prev.weights), "local"), dtype)
-        from peft import PeftModel
-
-        prev_spec = (yaml.safe_load(prev.recipe.read_text(encoding="utf-8")) or {}).get("model") or {}
-        return PeftModel.from_pretrained(base_model(prev_spec, dtype), str(prev.weights)).merge_and_unload()
-    resolved = model_mod.resolve(spec.get("name_or_path", model_mod.EMBEDDED_ALIAS))
-    return model_mod.load_model(resolved, dtype, spec.get("revision"), bool(spec.get("trust_remote_code")))
-
-
 def load(ref: str, adapter: str | None = None, device: str = "auto", warmup: bool = True) -> ChatModel:
     """Load a run directory (its base model + adapter, or its full model) or a model reference."""
     from . import device as device_mod
@@ -311,6 +294,7 @@ def load(ref: str, adapter: str | None = None, device: str = "auto", warmup: boo
         spec = recipe.get("model") or {}
         template_choice = spec.get("chat_template", "auto")
         resolve_target(ref)  # a clear error when the run has no final weights yet
+        refuse_reward_model(run)
         weights = run.weights
         if weights.name == "model":
             resolved = model_mod.ResolvedModel(str(weights), str(weights), "local")
@@ -318,7 +302,7 @@ def load(ref: str, adapter: str | None = None, device: str = "auto", warmup: boo
             base_ref = spec.get("name_or_path", model_mod.EMBEDDED_ALIAS)
         else:
             base_spec = spec
-            resolved = model_mod.resolve(base_spec.get("name_or_path", model_mod.EMBEDDED_ALIAS))
+            resolved = model_mod.resolve_base(base_spec)  # an earlier run's merged result for model.from_run
             adapter = str(weights)
         tok_dir = str(weights)
         name = run.name
@@ -334,7 +318,7 @@ def load(ref: str, adapter: str | None = None, device: str = "auto", warmup: boo
         # fallback training would (chatml), so chatting a base model matches training on it.
         tok.chat_template = resolve_chat_template(tok, template_choice)[0]
     # a run's adapter goes on the model it was trained on (following model.from_run); else the model itself
-    model = base_model(base_spec, dtype) if base_spec else model_mod.load_model(resolved, dtype)
+    model = model_mod.load_model(resolved, dtype, base_spec.get("revision"), bool(base_spec.get("trust_remote_code")))
     if adapter:
         from peft import PeftModel
 

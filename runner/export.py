@@ -75,8 +75,8 @@ def export_run(run_ref: str, out: str | Path, *, merge: bool = False, dtype: str
         kind = "adapter"
         writer = lambda tmp: _write_adapter(weights, tmp)  # noqa: E731
     elif is_adapter:
-        base_ref = base or (recipe.get("model") or {}).get("name_or_path", model_mod.EMBEDDED_ALIAS)
-        resolved = model_mod.resolve(base_ref)
+        # the run's base: --base, else its model (an earlier run's merged result for model.from_run)
+        resolved = model_mod.resolve(base) if base else model_mod.resolve_base(recipe.get("model") or {})
         _refuse_quantised(run, recipe, resolved, explicit_base=base is not None)
         kind = "merged model"
         writer = lambda tmp: _write_merged(resolved, weights, tmp, dtype, max_shard_size, say)  # noqa: E731
@@ -212,20 +212,18 @@ def _save(model, weights: Path, tmp: Path, dtype: str, max_shard_size: str) -> N
     tok = model_mod.load_tokenizer(model_mod.ResolvedModel(str(weights), str(weights), "local"))
     model = model.to(_torch_dtype(dtype))
     model.config.dtype = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[dtype]
-    gen = model.generation_config
-    gen.pad_token_id = tok.pad_token_id
-    if tok.eos_token_id is not None:
-        gen.eos_token_id = tok.eos_token_id
+    gen = getattr(model, "generation_config", None)  # a reward model (stage rm) generates nothing
+    if gen is not None:
+        gen.pad_token_id = tok.pad_token_id
+        if tok.eos_token_id is not None:
+            gen.eos_token_id = tok.eos_token_id
     model.save_pretrained(str(tmp), max_shard_size=max_shard_size)
     tok.save_pretrained(str(tmp))
 
 
 def _write_merged(resolved, adapter_dir: Path, tmp: Path, dtype: str, max_shard_size: str, say) -> None:
-    from peft import PeftModel
-
     say(f"loading base {resolved.source} and merging the adapter (in fp32, saved as {dtype}) ...")
-    base = model_mod.load_model(resolved, "fp32")
-    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    merged = model_mod.merge_adapter(resolved, adapter_dir)  # a causal LM, or a reward model (stage rm)
     _save(merged, adapter_dir, tmp, dtype, max_shard_size)
 
 

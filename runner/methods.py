@@ -102,10 +102,12 @@ def lora_config(recipe):
     from peft import LoraConfig
 
     lo = recipe.lora
+    reward = getattr(recipe, "stage", "sft") == "rm"  # a reward model trains its new score head in full
+    keep = list(lo.modules_to_save or []) + (["score"] if reward and "score" not in (lo.modules_to_save or []) else [])
     return LoraConfig(
         r=lo.r, lora_alpha=lo.alpha, lora_dropout=lo.dropout, target_modules=lo.target_modules,
-        modules_to_save=lo.modules_to_save or None, use_dora=lo.use_dora, use_rslora=lo.use_rslora,
-        init_lora_weights="pissa" if lo.init == "pissa" else True, task_type="CAUSAL_LM",
+        modules_to_save=keep or None, use_dora=lo.use_dora, use_rslora=lo.use_rslora,
+        init_lora_weights="pissa" if lo.init == "pissa" else True, task_type="SEQ_CLS" if reward else "CAUSAL_LM",
     )
 
 
@@ -117,6 +119,8 @@ def apply_method(model, recipe):
         return model
     if recipe.method == "freeze":
         _apply_freeze(model, recipe.freeze)
+        if getattr(model, "score", None) is not None and getattr(recipe, "stage", "sft") == "rm":
+            model.score.requires_grad_(True)  # a reward model's new head always trains
         return model
     from peft import get_peft_model
 

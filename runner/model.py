@@ -205,15 +205,29 @@ def load_tokenizer(resolved: ResolvedModel, revision: str | None = None, trust_r
     return tok
 
 
+def is_reward_folder(path: str | Path) -> bool:
+    """True for a model folder saved by stage rm (a sequence-classification model)."""
+    import json
+
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return False
+    archs = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
+    return any(a.endswith("ForSequenceClassification") for a in archs)
+
+
 def load_model(resolved: ResolvedModel, dtype: str = "fp32", revision: str | None = None, trust_remote_code: bool = False,
-               quantization=None, device: str | None = None):
-    """Load a causal LM in the given storage dtype (autocast decides compute precision): the one
+               quantization=None, device: str | None = None, task: str = "auto"):
+    """Load a model in the given storage dtype (autocast decides compute precision): the one
     loader for training, chat and export. quantization: a BitsAndBytesConfig (methods.py), loaded
-    straight onto `device`."""
+    straight onto `device`. task: 'causal' (a causal LM), 'reward' (one-output sequence
+    classifier, stage rm), 'auto': a reward model when the folder holds one, else causal."""
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     quiet_hf()
+    if task == "auto":
+        task = "reward" if resolved.kind != "hub" and is_reward_folder(resolved.path) else "causal"
     torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
     if resolved.kind == "hub":
         _check_hub_reachable(resolved)
@@ -221,7 +235,12 @@ def load_model(resolved: ResolvedModel, dtype: str = "fp32", revision: str | Non
     if quantization is not None:
         where = device or "cpu"
         extra = {"quantization_config": quantization, "device_map": {"": "cuda:0" if where == "cuda" else where}}
+    if task == "reward":
+        extra["num_labels"] = 1
     try:
+        if task == "reward":
+            return _reward_model(AutoModelForSequenceClassification.from_pretrained(
+                resolved.path, dtype=torch_dtype, revision=revision, trust_remote_code=trust_remote_code, **extra))
         return AutoModelForCausalLM.from_pretrained(
             resolved.path, dtype=torch_dtype, revision=revision, trust_remote_code=trust_remote_code, **extra
         )
@@ -233,3 +252,120 @@ def load_model(resolved: ResolvedModel, dtype: str = "fp32", revision: str | Non
         if resolved.kind == "hub":
             raise _hub_error(resolved, exc) from None
         raise ModelError(f"could not load model '{resolved.source}': {exc}", "check the model folder") from exc
+
+
+def _reward_model(model):
+    """A reward model's score head in fp32 with the pad token set: the model finds each row's last
+    real token through pad_token_id, and a half-precision head would round the trained scores."""
+    if model.config.pad_token_id is None:
+        eos = model.config.eos_token_id
+        model.config.pad_token_id = eos[0] if isinstance(eos, list) else eos
+    head = getattr(model, "score", None)
+    if head is not None:
+        head.float()
+    return model
+
+
+# --- an earlier run's result as a model (model.from_run) -------------------------------------------
+
+def _run_recipe(run: Path) -> dict:
+    import yaml
+
+    path = run / "recipe.yaml"
+    if not path.is_file():
+        raise ModelError(f"'{run}' is not a run directory (no recipe.yaml)", "point model.from_run at a finished run")
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+
+
+def _run_weights(run: Path) -> Path:
+    for name in ("adapter", "model"):
+        if (run / name).is_dir():
+            return run / name
+    raise ModelError(f"run '{run}' has no final weights (adapter/ or model/)",
+                     "wait for it to finish (tuneforge watch), or start from a finished run")
+
+
+def _spec_get(spec, key: str, default=None):
+    return spec.get(key, default) if isinstance(spec, dict) else getattr(spec, key, default)
+
+
+def resolve_base(spec) -> ResolvedModel:
+    """The weights a recipe's model section starts from: `from_run` (an earlier run's result,
+    adapters merged, as a cached model folder) when set, else name_or_path. spec: the recipe's
+    model section (a ModelSpec or the dict read from a saved recipe.yaml)."""
+    from_run = _spec_get(spec, "from_run")
+    if from_run:
+        folder = run_result_folder(Path(from_run))
+        return ResolvedModel(str(from_run), str(folder), "run")
+    return resolve(_spec_get(spec, "name_or_path") or EMBEDDED_ALIAS)
+
+
+def run_chain(run_path: str | Path) -> list[str]:
+    """The runs a model.from_run chain goes through, newest first, then the first base model."""
+    chain, run = [], Path(run_path)
+    for _ in range(32):
+        chain.append(str(run))
+        spec = _run_recipe(run).get("model") or {}
+        if not spec.get("from_run"):
+            chain.append(spec.get("name_or_path", EMBEDDED_ALIAS))
+            return chain
+        run = Path(spec["from_run"])
+    raise ModelError(f"model.from_run of '{run_path}' goes through more than 32 runs", "check for a loop of from_run")
+
+
+def _run_fingerprint(run: Path) -> str:
+    """Changes when the run's weights (or any run it started from) change."""
+    parts = []
+    for r in run_chain(run)[:-1]:
+        weights = _run_weights(Path(r))
+        parts += [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(weights.glob("*.safetensors"))]
+        parts.append(str(Path(r).resolve()))
+    parts.append(run_chain(run)[-1])
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+
+
+def run_result_folder(run: Path) -> Path:
+    """A model folder holding a run's result: its model/ folder for full/freeze runs; for adapter
+    runs its base (rebuilt the same way when that came from a run) with the adapter merged in fp32,
+    written once into the model cache (keyed by the weights' files) so training, chat, export and
+    the precomputed reference all load it like any model folder."""
+    run = Path(run)
+    weights = _run_weights(run)
+    if weights.name == "model":
+        return weights
+    out = models_cache() / "runs" / f"{run.resolve().name}-{_run_fingerprint(run)}"
+    if (out / "config.json").is_file():
+        return out
+    from filelock import FileLock
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out) + ".lock"):
+        if (out / "config.json").is_file():
+            return out
+        spec = _run_recipe(run).get("model") or {}
+        merged = merge_adapter(resolve_base(spec), weights, _spec_get(spec, "revision"),
+                               bool(_spec_get(spec, "trust_remote_code")))
+        tmp = Path(tempfile.mkdtemp(prefix=out.name + ".tmp-", dir=out.parent))
+        try:
+            merged.save_pretrained(str(tmp))
+            from transformers import AutoTokenizer
+
+            AutoTokenizer.from_pretrained(str(weights)).save_pretrained(str(tmp))
+            os.replace(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return out
+
+
+def merge_adapter(resolved: ResolvedModel, adapter_dir: Path, revision: str | None = None, trust_remote_code: bool = False):
+    """The base with a run's adapter merged, in fp32, as the adapter's task needs it (a causal LM,
+    or a reward model for a SEQ_CLS adapter of stage rm)."""
+    import json
+
+    from peft import PeftModel
+
+    task_type = json.loads((Path(adapter_dir) / "adapter_config.json").read_text(encoding="utf-8")).get("task_type")
+    base = load_model(resolved, "fp32", revision, trust_remote_code,
+                      task="reward" if task_type == "SEQ_CLS" else "causal")
+    return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()

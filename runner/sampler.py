@@ -15,6 +15,11 @@ class LengthGroupedBatches:
         self.lengths, self.batch, self.seed, self.pool = list(lengths), batch_size, seed, pool_batches
         self.epoch = 0
 
+    def set_epoch(self, epoch: int) -> None:
+        """The Trainer names the epoch before iterating it (also after a resume): the order is then
+        the epoch's, however often the sampler was iterated before (a resumed run skips batches)."""
+        self.epoch = epoch
+
     def __len__(self) -> int:
         return len(self.lengths)
 

@@ -113,19 +113,9 @@ def load_reward_model(run: rundir.RunDir, recipe, device: str = "cpu"):
     m = recipe.model
     try:
         if (weights / "adapter_config.json").is_file():
-            from peft import PeftModel
-
-            base = model_mod.resolve(m.name_or_path)
-            model = AutoModelForSequenceClassification.from_pretrained(
-                base.path, num_labels=1, dtype=torch.float32, revision=m.revision, trust_remote_code=m.trust_remote_code)
+            # the base it trained on (an earlier run's merged result for model.from_run) + its adapter
+            model = model_mod.merge_adapter(model_mod.resolve_base(m), weights, m.revision, m.trust_remote_code)
             model.config.pad_token_id = tok.pad_token_id
-            if m.from_run:  # trained on an earlier run's result: put its weights under the score head
-                from .chat import base_model
-
-                earlier = base_model(m.model_dump(), "fp32")
-                getattr(model, model.base_model_prefix).load_state_dict(
-                    getattr(earlier, earlier.base_model_prefix).state_dict())
-            model = PeftModel.from_pretrained(model, str(weights))
         else:
             model = AutoModelForSequenceClassification.from_pretrained(str(weights), dtype=torch.float32,
                                                                        trust_remote_code=m.trust_remote_code)

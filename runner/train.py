@@ -1,8 +1,8 @@
-"""Where training happens: recipe → model + data → HF Trainer → run directory.
+"""Where training happens: recipe → model + data → the stage's trainer → run directory.
 
 Read top to bottom: `train(recipe)` places the run on a device, makes the run directory, loads the
-model and tokenizer, turns data into token ids, wraps the model for the method, runs the trainer
-(trainer.py) with callbacks that write metrics.jsonl/status.json (callbacks.py), and saves the
+model and tokenizer (an earlier run's result for model.from_run), turns data into token ids, wraps
+the model for the method, runs the stage's trainer (runner/stages/) with callbacks that write metrics.jsonl/status.json (callbacks.py), and saves the
 final weights atomically.
 """
 
@@ -66,16 +66,6 @@ def _atomic_save(target: Path, save) -> None:
     os.replace(tmp, target)
 
 
-def _to_dataset(items):
-    from datasets import Dataset
-
-    return Dataset.from_dict({
-        "input_ids": [t.input_ids for t in items],
-        "attention_mask": [[1] * len(t.input_ids) for t in items],
-        "labels": [t.labels for t in items],
-    })
-
-
 @dataclass
 class TrainResult:
     run: rundir.RunDir
@@ -122,13 +112,12 @@ def train(recipe: Recipe, progress_mode: str = "auto", run_dir: Path | None = No
 
 def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Reporter, life: lifecycle.Lifecycle):
     model_mod.quiet_hf()
-    from transformers import PrinterCallback, TrainingArguments, set_seed
+    from transformers import PrinterCallback, set_seed
 
-    from . import callbacks, trackers
+    from . import callbacks, stages, trackers
     from .data import tokenize_for
     from .data.template import resolve_chat_template
     from .eval import during as eval_during
-    from .trainer import trainer_class
 
     started = time.time()
     rep.say(f"run directory: {run.path}")
@@ -141,21 +130,23 @@ def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Rep
     run.update_status(matmul_flops=rate)
     set_seed(recipe.seed)
 
-    resolved = model_mod.resolve(recipe.model.name_or_path)
+    resolved = model_mod.resolve_base(recipe.model)  # the model, or an earlier run's result (model.from_run)
+    if recipe.model.from_run:
+        run.update_status(from_run=model_mod.run_chain(recipe.model.from_run))
     tok = model_mod.load_tokenizer(resolved, recipe.model.revision, recipe.model.trust_remote_code)
     template, template_name = resolve_chat_template(tok, recipe.model.chat_template, recipe.data.tool_format)
     tok.chat_template = template  # saved with the weights: chat and export use exactly this one
-    rep.say(f"model {resolved.source} ({resolved.kind}: {resolved.path}); chat template: {template_name}")
+    rep.say(f"stage {recipe.stage}; model {resolved.source} ({resolved.kind}: {resolved.path}); chat template: {template_name}")
 
-    data = tokenize_for(recipe.data, tok, template, recipe.seed, recipe.stage)
+    data = tokenize_for(recipe.data, tok, template, recipe.seed, **stages.data_options(recipe))
     rundir.write_json_atomic(run.data_report, data.report.to_dict())
     rep.say("data: " + data.report.summary())
-    n_tokens = sum(len(t.input_ids) for t in data.train)
+    n_tokens = sum(len(t.input_ids) + len(t.rejected_ids or ()) for t in data.train)
     labelled = [t.n_trained for t in data.train]
     n_trained = sum(labelled)
     rep.say(f"data: {len(data.train)} train / {len(data.eval)} eval examples, {n_tokens} tokens ({n_trained} trained)")
 
-    model = model_mod.load_model(resolved, **methods.load_options(recipe, placement))  # dtype/quantization per method
+    model = model_mod.load_model(resolved, **methods.load_options(recipe, placement), task=stages.model_task(recipe))
     attention = cpu_attention.use(model, recipe.data.max_length, placement.device)
     model.config.use_cache = False
     model = methods.apply_method(model, recipe)
@@ -167,10 +158,10 @@ def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Rep
     speed_args, speed_note = speed.plan(recipe, placement, [len(x.input_ids) for x in data.train], labelled, packed)
     rep.say(speed_note + f"; attention: {attention}")
     t = recipe.train
-    per_epoch = math.ceil(len(data.train) / (t.batch_size * t.grad_accum))
+    per_epoch = math.ceil(stages.rows_per_epoch(recipe, data) / (t.batch_size * t.grad_accum))
     total_steps = t.max_steps or math.ceil(per_epoch * t.epochs)
     has_eval = bool(data.eval)
-    args = TrainingArguments(
+    args = dict(
         output_dir=str(run.checkpoints),
         per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
         gradient_accumulation_steps=t.grad_accum,
@@ -186,17 +177,15 @@ def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Rep
         bf16=placement.precision == "bf16", fp16=placement.precision == "fp16",
         use_cpu=placement.device == "cpu",
         seed=recipe.seed, data_seed=recipe.seed,
-        include_num_input_tokens_seen="all" if packed else "non_padding",  # packed batches hold no padding
         disable_tqdm=True, log_level="error", **life.training_args(),
         remove_unused_columns=False, dataloader_num_workers=0,
         prediction_loss_only=True,  # eval reports its loss only: no eval logits are kept
         **methods.optimizer_args(recipe, placement.device), **speed_args,
     )
     recorder = callbacks.RunRecorder(run, progress, started, throughput.flops_per_token(model), rate)
-    trainer = trainer_class()(
-        model=model, args=args, length_grouped=recipe.speed.group_by_length,
-        train_dataset=_to_dataset(data.train), eval_dataset=_to_dataset(data.eval) if has_eval else None,
-        data_collator=packing.collator(tok, packed), optimizers=(methods.make_optimizer(model, recipe, args), None),
+    ctx = stages.StageContext(
+        recipe=recipe, run=run, placement=placement, resolved=resolved, model=model, tokenizer=tok, data=data,
+        args=args, packed=packed, say=rep.say,
         callbacks=[recorder, distributed.synced_control(callbacks.ControlRequests, run, life.state) if distributed.in_rank()
                    else callbacks.ControlRequests(run, life.state), callbacks.NonFiniteStop(life.state),
                    callbacks.EvaluateLastStep(), *([callbacks.LossPlot(run)] if distributed.is_main_process() else []),
@@ -204,6 +193,7 @@ def _train_in(run: rundir.RunDir, recipe: Recipe, placement, progress, rep: _Rep
                    *trackers.callbacks(getattr(recipe, "report_to", []) or [], run),
                    *([callbacks.FollowCpuLoad(threads.LoadFollower(policy.threads), rep.say)] if policy.follows_load else [])],
     )
+    trainer = stages.build(ctx)
     trainer.remove_callback(PrinterCallback)
     result = trainer.train(resume_from_checkpoint=str(life.resume_from) if life.resume_from else None)
     life.after_train()

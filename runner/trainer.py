@@ -37,17 +37,21 @@ def adapter_inputs_uncast(model, autocast: bool):
         yield
 
 
-@lru_cache(maxsize=1)
-def trainer_class():
-    """TuneforgeTrainer, built on first use so importing this module does not import transformers."""
-    from transformers import Trainer
+@lru_cache(maxsize=None)
+def trainer_class(base=None):
+    """TuneforgeTrainer on top of `base` (HF's Trainer when None, or a TRL trainer such as
+    DPOTrainer: every stage gets the same pieces), built on first use so importing this module
+    does not import transformers."""
+    if base is None:
+        from transformers import Trainer as base
 
-    class TuneforgeTrainer(Trainer):
-        """Trainer(..., length_grouped=True) for length-grouped batches; everything else as HF's."""
+    class TuneforgeTrainer(base):
+        """Trainer(..., length_grouped=True) for length-grouped batches (`lengths`: each row's
+        length when the dataset has no input_ids column); everything else as the base's."""
 
-        def __init__(self, *args, length_grouped: bool = False, **kwargs):
+        def __init__(self, *args, length_grouped: bool = False, lengths: list[int] | None = None, **kwargs):
             super().__init__(*args, **kwargs)
-            self.length_grouped = length_grouped
+            self.length_grouped, self.row_lengths = length_grouped, lengths
 
         def train(self, *args, **kwargs):
             try:
@@ -87,12 +91,16 @@ def trainer_class():
             # have to copy its whole DataLoader set-up)
             if not self.length_grouped:
                 return super()._get_train_sampler(train_dataset)
-            ds = train_dataset if train_dataset is not None else self.train_dataset
-            return LengthGroupedBatches([len(x) for x in ds["input_ids"]], self.args.train_batch_size, self.args.seed)
+            lengths = self.row_lengths
+            if lengths is None:
+                ds = train_dataset if train_dataset is not None else self.train_dataset
+                lengths = [len(x) for x in ds["input_ids"]]
+            return LengthGroupedBatches(lengths, self.args.train_batch_size, self.args.seed)
 
         def _save_checkpoint(self, model, trial):
             # private, but the only place the Trainer writes and rotates checkpoints: no public
             # hook runs between writing the files and deleting older checkpoints
             checkpoints.save_atomically(self, lambda: super(TuneforgeTrainer, self)._save_checkpoint(model, trial), trial)
 
+    TuneforgeTrainer.__name__ = TuneforgeTrainer.__qualname__ = f"Tuneforge{base.__name__}"
     return TuneforgeTrainer

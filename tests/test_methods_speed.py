@@ -48,7 +48,7 @@ def test_grouped_batches_cover_every_example_with_little_padding_and_stay_random
 def test_group_by_length_is_the_default_and_can_be_turned_off(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM, TrainingArguments
 
-    from tuneforge.runner.train import _to_dataset
+    from tuneforge.runner.stages.sft import tokens_dataset as _to_dataset
     from tuneforge.runner.trainer import trainer_class
 
     class Item:
@@ -168,7 +168,7 @@ def test_eval_loss_with_labelled_positions_only_equals_the_full_eval_loss(tiny_m
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, TrainingArguments
 
-    from tuneforge.runner.train import _to_dataset
+    from tuneforge.runner.stages.sft import tokens_dataset as _to_dataset
     from tuneforge.runner.trainer import trainer_class
 
     class Item:
