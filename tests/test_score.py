@@ -226,6 +226,7 @@ def test_a_reward_model_trained_on_an_earlier_run_scores_on_top_of_it(tiny_model
     torch.manual_seed(1)
     get_peft_model(LlamaForCausalLM.from_pretrained(tiny_model_dir),
                    LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)).save_pretrained(str(sft.adapter))
+    tok.save_pretrained(str(sft.adapter))  # as every run saves its tokenizer with its weights
     sft.recipe.write_text(json.dumps({"name": "sft", "model": {"name_or_path": str(tiny_model_dir)}}), encoding="utf-8")
 
     merged = PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(tiny_model_dir), str(sft.adapter)).merge_and_unload()
