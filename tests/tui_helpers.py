@@ -39,10 +39,22 @@ def screen_text(app) -> str:
     return "\n".join(parts)
 
 
+async def pick_radio(pilot, radios, choices: list[str], value: str):
+    """Move a RadioSet's highlight with ↓ (keys only) until it is on `value`, then Enter."""
+    target = choices.index(value)
+    for _ in range(2 * len(choices)):
+        if radios._selected == target:
+            break
+        await pilot.press("down")
+    await pilot.press("enter")
+
+
 async def drive_wizard(pilot, data_path: str, *, model: str | None = None, method: str | None = None,
                        max_steps: str | None = None, max_samples: str | None = None, name: str = "my-run",
-                       finish: str = "ctrl+s"):
-    """Model → Method → Dataset → Hyperparameters → Review with keys only."""
+                       finish: str = "ctrl+s", stage: str | None = None, from_run: str | None = None,
+                       stop_at: str | None = None):
+    """Model → Stage → Method → Dataset → Hyperparameters → Review with keys only.
+    stop_at: return once that step is filled in (its Next not pressed)."""
     app = pilot.app
     await wait_screen(pilot, "ModelStep")
     if model is not None:
@@ -51,21 +63,28 @@ async def drive_wizard(pilot, data_path: str, *, model: str | None = None, metho
     await wait_for(pilot, lambda: app.screen._info is not None and app.screen._info.source == (model or "smollm2-135m"),
                    30, "model details")
     await pilot.press("ctrl+n")
+    await wait_screen(pilot, "StageStep")
+    if stage is not None:
+        from tuneforge.runner.recipe_stages import STAGES
+
+        await pick_radio(pilot, app.screen.query_one("#stages"), list(STAGES), stage)
+        await wait_for(pilot, lambda: app.wizard.draft.get("stage") == stage, 5, f"stage {stage}")
+    if from_run is not None:
+        await pilot.press("tab")  # the stages -> start from run
+        await type_into(pilot, from_run)
+    if stop_at == "StageStep":
+        return
+    await pilot.press("ctrl+n")
     await wait_screen(pilot, "MethodStep")
     if method is not None:
         from tuneforge.tui.draft import method_choices
 
-        order = method_choices()
-        target = order.index(method)
-        radios = app.screen.query_one("#methods")
-        for _ in range(2 * len(order)):  # move the highlight (keys only) until it is on the target
-            if radios._selected == target:
-                break
-            await pilot.press("down")
-        await pilot.press("enter")
+        await pick_radio(pilot, app.screen.query_one("#methods"), method_choices(), method)
         await wait_for(pilot, lambda: app.wizard.draft["method"] == method, 5, f"method {method}")
     await pilot.press("ctrl+n")
     await wait_screen(pilot, "DatasetStep")
+    if stop_at == "DatasetStep":
+        return
     await pilot.press("tab")  # file tree -> the path input
     await type_into(pilot, data_path)
     if max_samples is not None:
@@ -81,6 +100,8 @@ async def drive_wizard(pilot, data_path: str, *, model: str | None = None, metho
     await wait_screen(pilot, "ReviewStep")
     await type_into(pilot, name)  # the run name is focused first
     await pilot.pause()
+    if stop_at == "ReviewStep":
+        return
     await pilot.press(finish)
 
 

@@ -23,6 +23,7 @@ TRAINED_STYLE = "bold black on green"
 class DataPreview:
     path: str
     format: str | None = None
+    kind: str | None = None  # conversation, preference, feedback or text
     report: str = ""
     examples: list[Text] = field(default_factory=list)
     template: str = ""
@@ -33,7 +34,8 @@ class DataPreview:
 
 def build_preview(path: str, fmt: str, model: str, chat_template: str, max_length: int,
                   train_on_prompt: bool, placeholders: dict[str, str] | None = None, max_samples: int | None = None,
-                  n: int = 3) -> DataPreview:
+                  n: int = 3, stage: str | None = None) -> DataPreview:
+    """stage: refuse rows that stage cannot train on, as training would (None: any kind)."""
     out = DataPreview(path)
     try:
         spec = DatasetSpec(path=str(Path(path).expanduser().resolve()), format=fmt, placeholders=placeholders or {},
@@ -43,7 +45,8 @@ def build_preview(path: str, fmt: str, model: str, chat_template: str, max_lengt
         with _LOAD_LOCK:  # one tokenizer user at a time (a cancelled preview may still be running)
             tok, template, out.template = _tokenizer(model, chat_template)
             data = DataSpec.model_construct(train=[spec], max_length=max_length, train_on_prompt=train_on_prompt, shuffle=False)
-            prep = tokenize_for(data, tok, template, stage=None, sample=n)
+            prep = tokenize_for(data, tok, template, stage=stage, sample=n)
+            out.kind = prep.kind
             report = prep.report
             report.used = prep.total - sum(1 for _, res in prep.outcomes if isinstance(res, Exception))
             out.report = report.summary()
@@ -80,10 +83,10 @@ def render_example(tok, chat, example, t=None) -> Text:
     t = t or chat(example)
     if example.kind == "text":
         text = example.text or ""
-        enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
-    else:
-        text = chat.render([m.to_openai() for m in example.messages], tools=example.tools)
-        enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    else:  # a pair shows prompt + chosen (what input_ids/labels hold); its rejected reply follows below
+        text = chat.render(example.openai_messages(example.chosen if example.kind == "preference" else None),
+                           tools=example.tools)
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
     out = Text()
     cursor = 0
     for i, (a, b) in enumerate(enc["offset_mapping"][: len(t.labels)]):
@@ -97,4 +100,9 @@ def render_example(tok, chat, example, t=None) -> Text:
         cursor = b
     if cursor < len(text):
         out.append(text[cursor:], style="dim strike" if t.truncated else "")
+    if example.kind == "preference" and example.rejected is not None:
+        out.append("\nrejected: ", style="bold red")
+        out.append(example.rejected.content)
+    elif example.kind == "feedback":
+        out.append(f"\nlabel: {'desirable' if example.label else 'undesirable'}", style="bold")
     return out

@@ -20,7 +20,7 @@ ADVANCED = [
 
 
 class HyperStep(WizardStep):
-    STEP = 3
+    STEP = 4
     AUTO_FOCUS = "FieldEditor Input"
     FIELDS_PREFIXES = ("train", "data.max_length", "data.eval_split", "data.train_on_prompt", "seed", "precision",
                        "device", "output")

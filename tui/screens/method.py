@@ -23,7 +23,7 @@ METHOD_HELP = {
 
 
 class MethodStep(WizardStep):
-    STEP = 1
+    STEP = 2
     AUTO_FOCUS = "RadioSet"
     FIELDS_PREFIXES = ("method", "lora", "freeze", "qlora", "quantization")
 

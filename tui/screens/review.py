@@ -7,12 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.syntax import Syntax
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Button, Input, Label, Static
 
 from .. import draft as d
+from ..chain import chain_line
 from tuneforge.runner.services import train_command
 
 from .base import WizardStep
@@ -20,7 +22,7 @@ from .dialogs import Confirm
 
 
 class ReviewStep(WizardStep):
-    STEP = 4
+    STEP = 5
     AUTO_FOCUS = "FieldEditor Input"
     FIELDS_PREFIXES = ("name",)
     BINDINGS = [
@@ -42,6 +44,7 @@ class ReviewStep(WizardStep):
             yield Label("recipe file")
             yield Input(self.state.recipe_path_text(), id="recipe-path", compact=True)
         yield Static("", id="command")
+        yield Static("", id="chain")
         yield Static("", id="yaml", classes="panel")
         with Horizontal(id="finish"):
             yield Button("Save + run now", id="run-now", variant="success", compact=True)
@@ -85,6 +88,7 @@ class ReviewStep(WizardStep):
             return
         exists = " (exists: you will be asked before it is replaced)" if target.exists() else ""
         cmd.update(f"[b]writes[/] {target}{exists}\n[b]command[/] {train_command(d.nice_path(target))}")
+        self.query_one("#chain", Static).update(Text.assemble(("chain   ", "bold"), chain_line(self.draft)))
         yaml_box.update(Syntax(text, "yaml", theme="ansi_dark", background_color="default"))
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
