@@ -26,6 +26,17 @@ async def type_into(pilot, text: str, clear: bool = True):
     await pilot.press(*[{" ": "space"}.get(c, c) for c in text])
 
 
+async def press_batch(pilot, *keys: str):
+    """Keys arriving together, as `tmux send-keys End C-u 512` or a slow SSH link delivers them:
+    all are queued before the first is handled (pilot.press waits for each one)."""
+    from textual import events
+
+    for key in keys:
+        char = key if len(key) == 1 else {"space": " "}.get(key)
+        pilot.app.post_message(events.Key(key, char))
+    await pilot.pause()
+
+
 def screen_text(app) -> str:
     """Everything the current screen shows, as plain text (for assertions)."""
     from textual.widgets import Static

@@ -4,7 +4,6 @@ preview is exactly what training will see. Runs in a worker thread (loads a toke
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -15,6 +14,8 @@ from tuneforge.runner.data import read_rows, tokenize_for
 from tuneforge.runner.data.formats import detect_layout
 from tuneforge.runner.errors import TuneforgeError
 from tuneforge.runner.recipe import DatasetSpec, DataSpec
+
+from .workers import LOAD_LOCK, explain
 
 TRAINED_STYLE = "bold black on green"
 
@@ -42,7 +43,7 @@ def build_preview(path: str, fmt: str, model: str, chat_template: str, max_lengt
                            max_samples=max_samples)
         rows = read_rows(spec.path)
         out.format = fmt if fmt != "auto" else next((f for f in (detect_layout(r) for r in rows[:20]) if f), None)
-        with _LOAD_LOCK:  # one tokenizer user at a time (a cancelled preview may still be running)
+        with LOAD_LOCK:  # one tokenizer user at a time (a cancelled preview may still be running)
             tok, template, out.template = _tokenizer(model, chat_template)
             data = DataSpec.model_construct(train=[spec], max_length=max_length, train_on_prompt=train_on_prompt, shuffle=False)
             prep = tokenize_for(data, tok, template, stage=stage, sample=n)
@@ -64,10 +65,9 @@ def build_preview(path: str, fmt: str, model: str, chat_template: str, max_lengt
     except TuneforgeError as exc:
         out.problem, out.fix = exc.message, exc.fix
         out.usable = False
+    except Exception as exc:  # noqa: BLE001 - any file a user picks: say what broke, keep the app
+        out.problem, out.usable = explain(exc, "reading the data failed"), False
     return out
-
-
-_LOAD_LOCK = threading.Lock()  # transformers' lazy imports and rust tokenizers are not thread-safe
 
 
 @lru_cache(maxsize=4)

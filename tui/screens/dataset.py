@@ -84,7 +84,7 @@ class DatasetStep(WizardStep):
                             bool(d.get(self.draft, "data.train_on_prompt")), spec.get("placeholders") or {},
                             spec.get("max_samples") if isinstance(spec.get("max_samples"), int) else None)
 
-    @work(thread=True, exclusive=True, group="preview")
+    @work(thread=True, exclusive=True, group="preview", exit_on_error=False)
     def preview_worker(self, stage, path, fmt, model, template, max_length, train_on_prompt, placeholders,
                        max_samples) -> None:
         preview = build_preview(path, fmt, model, template, max_length, train_on_prompt, placeholders, max_samples,

@@ -16,7 +16,7 @@ HELP = """\
 
 **Runs**: `n` new recipe · `o` open a recipe to edit · `enter` monitor the selected run · `r` refresh.
 
-**Wizard** (Model → Method → Dataset → Hyperparameters → Review): `ctrl+n` next (checks the step
+**Wizard** (Model → Stage → Method → Dataset → Hyperparameters → Review): `ctrl+n` next (checks the step
 first) · `esc` back · `enter` in a field = next. The last step: `ctrl+r` save + run now,
 `ctrl+t` save + run detached (survives SSH disconnects and quitting the app), `ctrl+s` save only.
 An existing file is never replaced without asking.

@@ -4,10 +4,12 @@ closing the app; services picks how), or save only."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 from rich.syntax import Syntax
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -18,7 +20,9 @@ from ..chain import chain_line
 from tuneforge.runner.services import train_command
 
 from .base import WizardStep
+from ..widgets.field import FieldInput
 from .dialogs import Confirm
+from .method import estimate_draft, estimate_lines
 
 
 class ReviewStep(WizardStep):
@@ -42,9 +46,10 @@ class ReviewStep(WizardStep):
         yield self.editor("name", title="run name")
         with Horizontal(id="where"):
             yield Label("recipe file")
-            yield Input(self.state.recipe_path_text(), id="recipe-path", compact=True)
+            yield FieldInput(self.state.recipe_path_text(), id="recipe-path", compact=True)
         yield Static("", id="command")
         yield Static("", id="chain")
+        yield Static("estimating…", id="review-estimate")
         yield Static("", id="yaml", classes="panel")
         with Horizontal(id="finish"):
             yield Button("Save + run now", id="run-now", variant="success", compact=True)
@@ -53,6 +58,16 @@ class ReviewStep(WizardStep):
 
     def on_mount(self) -> None:
         self.update_review()
+        self._estimate(copy.deepcopy(self.draft))
+
+    @work(thread=True, exclusive=True, group="estimate", exit_on_error=False)
+    def _estimate(self, draft: dict) -> None:
+        est, problem = estimate_draft(draft)
+        self.app.call_from_thread(self._show_estimate, est, problem)
+
+    def _show_estimate(self, est, problem: str) -> None:
+        lines = estimate_lines(est) if est is not None else [problem]
+        self.query_one("#review-estimate", Static).update(Text.assemble(("estimate ", "bold"), "  ".join(lines)))
 
     def on_screen_resume(self) -> None:
         super().on_screen_resume()
