@@ -102,8 +102,12 @@ async def drive_wizard(pilot, data_path: str, *, model: str | None = None, metho
         await pilot.press("tab", "tab")  # format -> max samples
         await type_into(pilot, max_samples)
     await wait_for(pilot, lambda: app.screen._preview is not None and not app.screen._pending, 120, "data preview")
+    if stop_at == "DatasetPreview":
+        return
     await pilot.press("ctrl+n")
     await wait_screen(pilot, "HyperStep")
+    if stop_at == "HyperStep":
+        return
     if max_steps is not None:
         await pilot.press("tab")  # epochs -> max steps
         await type_into(pilot, max_steps)

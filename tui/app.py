@@ -48,7 +48,8 @@ class WizardState:
 class TuneforgeApp(App):
     TITLE = "tuneforge"
     BINDINGS = [
-        Binding("question_mark", "help", "Help"),
+        Binding("question_mark", "help", "Help", show=False),
+        Binding("f1", "help", "Help"),  # shown on every step: '?' types into a focused field
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
     CSS = """

@@ -30,8 +30,8 @@ class WizardStep(Screen):
     ]
     DEFAULT_CSS = """
     WizardStep #body { padding: 0 1; }
-    WizardStep #nav { height: 1; padding: 0 1; }
-    WizardStep #step-error { width: 1fr; color: $text-error; }
+    WizardStep #nav { height: auto; max-height: 6; padding: 0 1; }
+    WizardStep #step-error { width: 1fr; height: auto; color: $text-error; }
     WizardStep #nav Button { margin-left: 1; }
     WizardStep .hint { color: $text-muted; }
     WizardStep .panel { border: round $primary; height: auto; padding: 0 1; }
@@ -49,11 +49,11 @@ class WizardStep(Screen):
 
     def compose(self) -> ComposeResult:
         yield StepBar(self.STEP)
-        with VerticalScroll(id="body"):
+        with VerticalScroll(id="body", can_focus=False):  # a focusable part (e.g. the examples) scrolls it
             yield from self.body()
         with Horizontal(id="nav"):
             yield Static("", id="step-error")
-            yield Button("Back", id="back", compact=True)
+            yield Button("Back" if self.STEP else "Close", id="back", compact=True)
             yield Button("Next ▸" if self.STEP < len(STEPS) - 1 else "Finish ▸", id="next", variant="primary", compact=True)
         yield Footer()
 

@@ -17,6 +17,7 @@ from .. import draft as d
 from ..preview import TRAINED_STYLE, DataPreview, build_preview
 from ..widgets.field import FieldEditor
 from ..widgets.pickers import DataPicker
+from ..widgets.readable import Readable
 from .base import WizardStep
 
 
@@ -40,7 +41,7 @@ class DatasetStep(WizardStep):
         yield self.editor("data.train.0.format", help=False)
         yield self.editor("data.train.0.max_samples", help=False)
         yield Static("", id="data-report", classes="panel")
-        yield Static("", id="examples")
+        yield Readable("", id="examples")
 
     def on_mount(self) -> None:
         self._preview: DataPreview | None = None
@@ -74,7 +75,7 @@ class DatasetStep(WizardStep):
         if not path or not Path(path).expanduser().is_file():
             self._preview = None
             self.query_one("#data-report", Static).update("choose a .json or .jsonl file" if not path else f"no file at '{path}'")
-            self.query_one("#examples", Static).update("")
+            self.query_one("#examples", Readable).update("")
             return
         self._pending = True
         self.query_one("#data-report", Static).update(f"reading {path} and rendering examples…")
@@ -118,7 +119,7 @@ class DatasetStep(WizardStep):
         for i, ex in enumerate(p.examples, 1):
             parts.append(Text(f"── example {i} ──", style="bold"))
             parts.append(ex)
-        self.query_one("#examples", Static).update(Group(*parts))
+        self.query_one("#examples", Readable).update(Group(*parts))
 
     def problems(self) -> list[str]:
         out = super().problems()

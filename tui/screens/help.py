@@ -11,7 +11,7 @@ from textual.widgets import Markdown
 HELP = """\
 # tuneforge — keys
 
-**Everywhere**: `?` help (when no text field has focus) · `ctrl+p` command palette · `ctrl+q` quit ·
+**Everywhere**: `f1` (or `?` when no text field has focus) help · `ctrl+p` command palette · `ctrl+q` quit ·
 `tab` / `shift+tab` move between fields · `enter` choose / press.
 
 **Runs**: `n` new recipe · `o` open a recipe to edit · `enter` monitor the selected run · `r` refresh.

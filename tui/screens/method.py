@@ -7,12 +7,13 @@ import copy
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import Label, RadioButton, RadioSet, Static
+from textual.widgets import Label, RadioSet, Static
 
 from tuneforge.runner import services
 
 from .. import draft as d
 from ..workers import LOAD_LOCK, explain
+from ..widgets.pickers import Choice
 from .base import WizardStep
 
 METHOD_HELP = {
@@ -33,7 +34,7 @@ class MethodStep(WizardStep):
         yield Label("Method (↑/↓ then Enter or space)", classes="hint")
         with RadioSet(id="methods"):
             for m in d.method_choices():
-                yield RadioButton(f"{m:<7} {METHOD_HELP.get(m, '')}", value=m == current, name=m)
+                yield Choice(f"{m:<7} {METHOD_HELP.get(m, '')}", value=m == current, name=m)
         yield Static("estimating…", id="estimate", classes="panel")
         sections = sorted({s for m in d.method_choices() for s in d.method_sections(m)})
         for section in sections:

@@ -37,6 +37,7 @@ class ModelStep(WizardStep):
         self.query_one("#f-model-name_or_path", FieldEditor).set_value(event.value)
         self.draft["model"]["name_or_path"] = event.value
         self.state.touched.add("model.name_or_path")
+        self._next_when_ready = True  # Enter on a model chooses it and goes on once its details are read
         self.inspect_model(event.value)
 
     def draft_changed(self, path: str) -> None:

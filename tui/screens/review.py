@@ -21,6 +21,7 @@ from tuneforge.runner.services import train_command
 
 from .base import WizardStep
 from ..widgets.field import FieldInput
+from ..widgets.readable import Readable
 from .dialogs import Confirm
 from .method import estimate_draft, estimate_lines
 
@@ -50,7 +51,7 @@ class ReviewStep(WizardStep):
         yield Static("", id="command")
         yield Static("", id="chain")
         yield Static("estimating…", id="review-estimate")
-        yield Static("", id="yaml", classes="panel")
+        yield Readable("", id="yaml", classes="panel")
         with Horizontal(id="finish"):
             yield Button("Save + run now", id="run-now", variant="success", compact=True)
             yield Button("Save + run detached (survives SSH)", id="run-detached", compact=True)
@@ -95,7 +96,7 @@ class ReviewStep(WizardStep):
     def update_review(self) -> None:
         target = self.state.target_path()
         cmd = self.query_one("#command", Static)
-        yaml_box = self.query_one("#yaml", Static)
+        yaml_box = self.query_one("#yaml", Readable)
         try:
             text = d.to_yaml(self.draft, target)
         except Exception as exc:  # noqa: BLE001 - shown to the user, who goes back to fix it

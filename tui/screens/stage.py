@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import Label, RadioButton, RadioSet, Static
+from textual.widgets import Label, RadioSet, Static
 
 from tuneforge.runner.recipe_stages import STAGE_HELP, STAGES
 
 from .. import draft as d
 from ..chain import chain_line
+from ..widgets.pickers import Choice
 from .base import WizardStep
 
 # The option blocks' nested fields the wizard edits too (section_fields lists scalars only).
@@ -34,7 +35,7 @@ class StageStep(WizardStep):
         yield Label("Stage (↑/↓ then Enter or space)", classes="hint")
         with RadioSet(id="stages"):
             for s in STAGES:
-                yield RadioButton(f"{s:<6} {short(STAGE_HELP[s])}", value=s == current, name=s)
+                yield Choice(f"{s:<6} {short(STAGE_HELP[s])}", value=s == current, name=s)
         yield Static("", id="stage-help", classes="panel")
         yield self.editor("model.from_run", title="start from run")
         yield Static("", id="chain", classes="hint")

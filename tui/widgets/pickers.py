@@ -6,12 +6,21 @@ from pathlib import Path
 from typing import Iterable
 
 from textual.message import Message
-from textual.widgets import DirectoryTree, OptionList
+from textual.widgets import DirectoryTree, OptionList, RadioButton
 from textual.widgets.option_list import Option
 
 from ..modelinfo import ModelChoice
 
 DATA_SUFFIXES = {".json", ".jsonl", ".csv", ".parquet", ".txt"}
+
+
+class Choice(RadioButton):
+    """A radio button whose mark says it is chosen without colour: ● chosen, blank otherwise
+    (Textual draws ● in every button and tells them apart by colour only)."""
+
+    @property
+    def BUTTON_INNER(self) -> str:  # noqa: N802 - Textual's class attribute, made per instance
+        return "●" if self.value else " "
 
 
 class ModelPicker(OptionList):
