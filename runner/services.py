@@ -250,7 +250,9 @@ def resume(ref: RunHandle | str | Path, how: str = "foreground", progress: str =
         raise TuneforgeError(f"run '{run.name}' has no complete checkpoint to resume from",
                              f"start it again: tuneforge train {run.recipe}  (train.save_steps sets how often checkpoints are saved)")
     if how != "foreground":
-        return _start(run, how, resume=True, progress=progress, plain_every=plain_every)
+        started = _start(run, how, resume=True, progress=progress, plain_every=plain_every)
+        started._log = handle._log  # a monitor following the run goes on where it was in train.log
+        return started
     return _train_here(load_recipe(run.recipe), run, progress, plain_every, resume_from=ckpt)
 
 
