@@ -354,3 +354,8 @@ def checkpoint(ref: RunHandle | str | Path, wait: bool = True, timeout: float = 
     if (s.get("last_checkpoint_step") or -1) > before:
         return Outcome(True, f"checkpoint saved: {s.get('last_checkpoint')}")
     return Outcome(False, f"run ended before the checkpoint ({h.state()})")
+
+
+def run_name_for(name: str, runs_dir: str | Path = "runs", overwrite: bool = False) -> str:
+    """The name a new run called `name` gets: itself, or `name-2`, ... when taken (unless overwrite)."""
+    return name if overwrite else rundir.free_name(Path(runs_dir), name)

@@ -113,3 +113,21 @@ async def test_a_long_validation_message_is_wrapped_not_cut(in_tmp):
         assert text.startswith("✗ train.learning_rate") and len(text) > 70, text
         shown = " ".join(ln.strip() for ln in _lines(err))
         assert shown.split() == text.split(), (shown, text)  # every word on screen
+
+
+@sync
+async def test_review_says_when_the_run_name_is_taken_and_the_default_is_a_timestamp(in_tmp):
+    import re
+
+    from tuneforge.tui.app import TuneforgeApp
+
+    (in_tmp / "runs" / "uxrun").mkdir(parents=True)
+    app = TuneforgeApp(start="new")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_screen(pilot, "ModelStep")
+        assert re.fullmatch(r"run-\d{8}-\d{6}", app.wizard.draft["name"])  # as its help says: a timestamp
+        await drive_wizard(pilot, str(shared("identity.json")), name="uxrun", stop_at="ReviewStep")
+        note = str(app.screen.query_one("#name-note").render())
+        assert "runs/uxrun exists" in note and "runs/uxrun-2" in note, note
+        await type_into(pilot, "fresh")
+        await wait_for(pilot, lambda: str(app.screen.query_one("#name-note").render()) == "", 5, "the note to go")

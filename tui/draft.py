@@ -21,9 +21,16 @@ from tuneforge.runner.errors import TuneforgeError
 from tuneforge.runner.recipe_stages import STAGE_KINDS
 
 
+def default_run_name() -> str:
+    """A timestamp, as the recipe's name field promises (and as `tuneforge train` picks without one)."""
+    from datetime import datetime
+
+    return datetime.now().strftime("run-%Y%m%d-%H%M%S")
+
+
 def new_draft() -> dict[str, Any]:
     return {
-        "name": "my-run",
+        "name": default_run_name(),
         "method": "lora",
         "model": {"name_or_path": "smollm2-135m"},
         "data": {"train": [{"path": ""}]},

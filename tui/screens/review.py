@@ -17,7 +17,7 @@ from textual.widgets import Button, Input, Label, Static
 
 from .. import draft as d
 from ..chain import chain_line
-from tuneforge.runner.services import train_command
+from tuneforge.runner.services import run_name_for, train_command
 
 from .base import WizardStep
 from ..widgets.field import FieldInput
@@ -45,6 +45,7 @@ class ReviewStep(WizardStep):
 
     def body(self) -> ComposeResult:
         yield self.editor("name", title="run name")
+        yield Static("", id="name-note")
         with Horizontal(id="where"):
             yield Label("recipe file")
             yield FieldInput(self.state.recipe_path_text(), id="recipe-path", compact=True)
@@ -103,9 +104,19 @@ class ReviewStep(WizardStep):
             yaml_box.update(f"[red]{getattr(exc, 'message', exc)}[/]")
             return
         exists = " (exists: you will be asked before it is replaced)" if target.exists() else ""
+        self._name_note()
         cmd.update(f"[b]writes[/] {target}{exists}\n[b]command[/] {train_command(d.nice_path(target))}")
         self.query_one("#chain", Static).update(Text.assemble(("chain   ", "bold"), chain_line(self.draft)))
         yaml_box.update(Syntax(text, "yaml", theme="ansi_dark", background_color="default"))
+
+    def _name_note(self) -> None:
+        """Say when the run name is taken and which name the run will get instead."""
+        name = self.draft.get("name") or ""
+        runs_dir = Path(d.get(self.draft, "output.runs_dir") or "runs")
+        actual = run_name_for(name, runs_dir, bool(d.get(self.draft, "output.overwrite"))) if name else name
+        note = self.query_one("#name-note", Static)
+        note.update(Text(f"{runs_dir / name} exists: this run will be {runs_dir / actual} "
+                         "(change the name to choose another)", style="yellow") if actual != name else "")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         mode = {"run-now": "now", "run-detached": "detached", "save-only": "save"}.get(event.button.id or "")
