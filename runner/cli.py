@@ -15,10 +15,35 @@ import typer
 
 from .cli_errors import guarded
 
+# One or two examples per main command, shown under its --help (the root's under `tuneforge --help`).
+EXAMPLES = {
+    None: ["tuneforge new   (the wizard: a recipe, then a run)",
+           "tuneforge train recipes/quickstart.yaml && tuneforge chat runs/quickstart"],
+    "new": ["tuneforge new", "tuneforge new --edit my-run.yaml"],
+    "train": ["tuneforge train recipe.yaml train.max_steps=50", "tuneforge train recipe.yaml --detach"],
+    "validate": ["tuneforge validate recipe.yaml", "tuneforge validate recipe.yaml data.max_length=512 --no-estimate"],
+    "chat": ["tuneforge chat runs/quickstart", 'echo "Who are you?" | tuneforge chat quickstart --plain'],
+    "export": ["tuneforge export runs/quickstart --out exported/", "tuneforge export quickstart --out merged/ --merge"],
+    "resume": ["tuneforge resume runs/quickstart", "tuneforge resume quickstart --detach"],
+    "runs": ["tuneforge runs", "tuneforge runs --json"],
+    "watch": ["tuneforge watch runs/quickstart", "tuneforge watch quickstart --progress plain | tee progress.txt"],
+    "logs": ["tuneforge logs runs/quickstart -f"],
+    "stop": ["tuneforge stop runs/quickstart"],
+    "checkpoint": ["tuneforge checkpoint runs/quickstart"],
+    "plot": ["tuneforge plot runs/quickstart"],
+    "doctor": ["tuneforge doctor"],
+}
+
+
+def _examples(name: str | None) -> str:
+    return "[b]Examples[/b]\n\n" + "\n\n".join(f"  {line}" for line in EXAMPLES[name])
+
+
 app = typer.Typer(
     name="tuneforge",
     help="Terminal-first fine-tuning of LLMs: recipes in, trained weights and a chat out. "
     "Without a command: the interactive app (on a terminal).",
+    epilog=_examples(None),
     no_args_is_help=False,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -86,7 +111,7 @@ def train(
         typer.echo(handle.instructions())
         return
     typer.echo(f"\nDone. Weights: {handle.weights}")
-    typer.echo(f"Chat with it:  tuneforge chat {handle.path}")
+    typer.echo(f"Chat with it:  {services.command_name()} chat {handle.path}")
 
 
 @app.command()
@@ -142,6 +167,27 @@ _register_chat(app)
 from .cli_runs import register as _register_runs  # noqa: E402 - resume, runs, watch, logs, stop, checkpoint, plot
 
 _register_runs(app)
+
+
+def _finish_help() -> None:
+    """Examples under each main command's --help, and boolean flags shown as flags: Typer 0.29
+    prints '--merge <bool>', which reads as if the flag took a value."""
+    from typer.core import TyperOption
+
+    for info in app.registered_commands:
+        name = info.name or (info.callback.__name__ if info.callback else None)
+        if name in EXAMPLES and not info.epilog:
+            info.epilog = _examples(name)
+    shown = TyperOption.display_type_rich
+    if not getattr(shown, "flags_as_flags", False):
+        def display_type_rich(self, ctx):
+            return None if self.is_flag else shown(self, ctx)
+
+        display_type_rich.flags_as_flags = True
+        TyperOption.display_type_rich = display_type_rich
+
+
+_finish_help()
 
 
 def main() -> None:

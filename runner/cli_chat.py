@@ -37,12 +37,14 @@ def chat(
     each reply goes to stdout. Example: echo "Who are you?" | tuneforge chat runs/x
     """
     threads.apply()  # before torch loads (main() did too; this covers callers of the Typer app itself)
+    from . import services
     from .chat import Sampling, resolve_target
     from .chat_session import Conversation
 
     sampling = Sampling(temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new_tokens,
                         repetition_penalty=repetition_penalty)
     conversation = Conversation(system=system)
+    services.check_run_ref(target, runs_dir)  # 'uxrn' for 'uxrun': say so before trying the hub
     ref = resolve_target(target, runs_dir)
     if plain or not (sys.stdin.isatty() and sys.stdout.isatty()):
         _plain(ref, adapter, compare, sampling, conversation)
