@@ -60,6 +60,11 @@ app.add_typer(data_app, name="data")
 @guarded
 def _main(ctx: typer.Context, debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False) -> None:
     # --debug stays in the root context's params, where cli_errors.guarded reads it.
+    if debug:  # library warnings silenced for users (runner/__init__.py) are shown again
+        import logging
+
+        for name in ("bitsandbytes", "kernels"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
     if ctx.invoked_subcommand is None:  # bare `tuneforge`: the app (or a hint and exit 2 without a TTY)
         from .cli_tui import open_app
 

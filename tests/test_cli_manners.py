@@ -50,3 +50,16 @@ def test_printed_commands_work_as_printed(tmp_path, on_path):
     prog = printed.split()[0]
     ran = subprocess.run([prog, "--help"], capture_output=True, text=True, timeout=60, env={**os.environ, "PATH": path})
     assert ran.returncode == 0, ran.stderr
+
+
+def test_bitsandbytes_kernel_lookup_noise_never_reaches_the_user(tmp_path):
+    """Importing tuneforge then peft/bitsandbytes (what export --merge and training do) on this CPU,
+    offline: bitsandbytes' 'Failed to load CPU gemm_4bit_forward ... pip install kernels' and
+    kernels' 'Skipping publisher trust check ...' used to reach stderr."""
+    import subprocess
+
+    code = "import tuneforge.runner.cli\nimport peft\nimport bitsandbytes\nprint('ok')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert out.stdout.strip() == "ok", out.stderr
+    assert "kernels" not in out.stderr and "gemm_4bit" not in out.stderr, out.stderr

@@ -207,3 +207,17 @@ def test_wizard_over_ssh_starts_a_detached_run_that_finishes(sshd, tiny_model_di
     finally:
         term.close()
         subprocess.run(["tmux", "kill-session", "-t", f"={session}"], capture_output=True)
+
+
+def test_the_app_draws_on_the_terminal_when_stderr_goes_to_a_file(tmp_path):
+    """`tuneforge new 2>err.log` used to show a blank screen: Textual draws on stderr."""
+    require_tools("tmux")
+    venv_bin = Path(sys.executable).parent
+    env = " ".join(f"{k}={json.dumps(v)}" for k, v in os.environ.items() if k.startswith(("TUNEFORGE_", "HF_", "PYTHONPATH")))
+    term = Term(f"cd {tmp_path} && env {env} TERM=xterm-256color {venv_bin}/tuneforge new 2>{tmp_path}/err.log")
+    try:
+        term.wait("Models on this machine", 60)
+        term.keys("C-q")
+        _poll(lambda: not term.alive() or None, 30, "the app to quit")
+    finally:
+        term.close()
