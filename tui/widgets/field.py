@@ -15,7 +15,7 @@ from ..draft import FieldSpec, field_spec, parse_text, show_value
 class FieldInput(Input):
     """An Input that runs its own editing keys (ctrl+u, end, backspace, ...) the moment they
     arrive. Textual runs a widget's key bindings only after the key has bubbled up to the app, so
-    printable keys queued behind it (a paste, `tmux send-keys End C-u 512`, a slow SSH link) were
+    printable keys queued behind it (a paste, keys a terminal multiplexer sends at once, a slow SSH link) were
     inserted first and then wiped out by the late ctrl+u."""
 
     async def _on_key(self, event) -> None:
