@@ -118,3 +118,20 @@ async def test_clear_then_type_in_one_batch_keeps_every_key(in_tmp, field):
         assert inp.value == "512"
         await pilot.pause(0.5)
         assert inp.value == "512"
+
+
+@sync
+async def test_the_whole_wizard_walked_at_80x24_with_keys_in_batches(in_tmp, run_cli):
+    from tuneforge.tui.app import TuneforgeApp
+
+    from tui_helpers import drive_wizard
+
+    app = TuneforgeApp(start="new")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await drive_wizard(pilot, str(shared("alpaca_en_demo.json")), model="smollm2-135m", max_steps="512",
+                           max_samples="64", name="batched", batch=True)
+        await wait_screen(pilot, "RunsScreen")
+    written = yaml.safe_load((in_tmp / "batched.yaml").read_text())
+    assert written["name"] == "batched" and written["train"]["max_steps"] == 512
+    assert written["data"]["train"][0]["max_samples"] == 64
+    assert run_cli("validate", "batched.yaml", "--no-estimate", cwd=in_tmp).returncode == 0

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from conftest import shared
-from tui_helpers import drive_wizard, screen_text, sync, wait_for, wait_screen
+from tui_helpers import drive_wizard, screen_text, sync, type_into, wait_for, wait_screen
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -81,3 +81,8 @@ async def test_dataset_step_lists_only_files_the_stage_can_train_on(in_tmp):
         names = {str(n.label) for n in tree.root.children}
         assert names == {"dpo_en_demo.json"}, names
         assert "preference pairs" in screen_text(app)
+        await pilot.press("tab")  # the tree -> the path input: a typed folder is browsed in the tree
+        await type_into(pilot, str(shared("dpo_en_demo.json").parent))
+        await wait_for(pilot, lambda: tree.path == shared("dpo_en_demo.json").parent, 10, "the tree re-rooted")
+        await wait_for(pilot, lambda: "dpo_en_demo.json" in {str(n.label) for n in tree.root.children}, 60, "its files")
+        assert "alpaca_en_demo.json" not in {str(n.label) for n in tree.root.children}

@@ -19,11 +19,14 @@ async def wait_screen(pilot, name: str, timeout: float = 30.0):
     await pilot.pause()
 
 
-async def type_into(pilot, text: str, clear: bool = True):
-    """Type into the focused input like a person: clear it (ctrl+e, ctrl+u), then the keys."""
-    if clear:
-        await pilot.press("end", "ctrl+u")
-    await pilot.press(*[{" ": "space"}.get(c, c) for c in text])
+async def type_into(pilot, text: str, clear: bool = True, batch: bool = False):
+    """Type into the focused input like a person: clear it (end, ctrl+u), then the keys.
+    batch: all keys arrive at once, as over SSH or from `tmux send-keys` (see press_batch)."""
+    keys = (["end", "ctrl+u"] if clear else []) + [{" ": "space"}.get(c, c) for c in text]
+    if batch:
+        await press_batch(pilot, *keys)
+    else:
+        await pilot.press(*keys)
 
 
 async def press_batch(pilot, *keys: str):
@@ -63,14 +66,15 @@ async def pick_radio(pilot, radios, choices: list[str], value: str):
 async def drive_wizard(pilot, data_path: str, *, model: str | None = None, method: str | None = None,
                        max_steps: str | None = None, max_samples: str | None = None, name: str = "my-run",
                        finish: str = "ctrl+s", stage: str | None = None, from_run: str | None = None,
-                       stop_at: str | None = None):
+                       stop_at: str | None = None, batch: bool = False):
     """Model → Stage → Method → Dataset → Hyperparameters → Review with keys only.
-    stop_at: return once that step is filled in (its Next not pressed)."""
+    stop_at: return once that step is filled in (its Next not pressed). batch: every text typed
+    arrives in one batch of keys."""
     app = pilot.app
     await wait_screen(pilot, "ModelStep")
     if model is not None:
         await pilot.press("tab")  # model list -> the model input
-        await type_into(pilot, model)
+        await type_into(pilot, model, batch=batch)
     await wait_for(pilot, lambda: app.screen._info is not None and app.screen._info.source == (model or "smollm2-135m"),
                    30, "model details")
     await pilot.press("ctrl+n")
@@ -82,7 +86,7 @@ async def drive_wizard(pilot, data_path: str, *, model: str | None = None, metho
         await wait_for(pilot, lambda: app.wizard.draft.get("stage") == stage, 5, f"stage {stage}")
     if from_run is not None:
         await pilot.press("tab")  # the stages -> start from run
-        await type_into(pilot, from_run)
+        await type_into(pilot, from_run, batch=batch)
     if stop_at == "StageStep":
         return
     await pilot.press("ctrl+n")
@@ -97,10 +101,10 @@ async def drive_wizard(pilot, data_path: str, *, model: str | None = None, metho
     if stop_at == "DatasetStep":
         return
     await pilot.press("tab")  # file tree -> the path input
-    await type_into(pilot, data_path)
+    await type_into(pilot, data_path, batch=batch)
     if max_samples is not None:
         await pilot.press("tab", "tab")  # format -> max samples
-        await type_into(pilot, max_samples)
+        await type_into(pilot, max_samples, batch=batch)
     await wait_for(pilot, lambda: app.screen._preview is not None and not app.screen._pending, 120, "data preview")
     if stop_at == "DatasetPreview":
         return
@@ -110,10 +114,10 @@ async def drive_wizard(pilot, data_path: str, *, model: str | None = None, metho
         return
     if max_steps is not None:
         await pilot.press("tab")  # epochs -> max steps
-        await type_into(pilot, max_steps)
+        await type_into(pilot, max_steps, batch=batch)
     await pilot.press("ctrl+n")
     await wait_screen(pilot, "ReviewStep")
-    await type_into(pilot, name)  # the run name is focused first
+    await type_into(pilot, name, batch=batch)  # the run name is focused first
     await pilot.pause()
     if stop_at == "ReviewStep":
         return
