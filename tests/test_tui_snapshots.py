@@ -19,7 +19,7 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture
 def pinned(tmp_path, monkeypatch, smollm2_dir):
-    from tuneforge.runner import device, estimate
+    from tuneforge.runner import device, estimate, services
     from tuneforge.tui import draft, modelinfo
 
     project = tmp_path / "project"
@@ -28,6 +28,7 @@ def pinned(tmp_path, monkeypatch, smollm2_dir):
     monkeypatch.chdir(project)
     monkeypatch.setattr(modelinfo, "known_model_dirs", lambda: [])
     monkeypatch.setattr(draft, "default_run_name", lambda: "run-20260101-120000")
+    monkeypatch.setattr(services, "command_name", lambda: "tuneforge")  # not this machine's venv path
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "no-hub-cache"))
     # a machine-independent estimate: 16 GiB free, fp32 on CPU at 100 GFLOP/s
     monkeypatch.setattr(estimate, "available_memory", lambda dev: 16 * 2**30)

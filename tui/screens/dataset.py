@@ -31,13 +31,12 @@ class DatasetStep(WizardStep):
             self.draft.setdefault("data", {})["train"] = [{"path": ""}]
         stage = self.draft.get("stage") or "sft"
         yield Label("Files under the working directory (Enter to choose) — or type a path", classes="hint")
-        yield Label(f"stage {stage} trains on {d.STAGE_DATA[stage]}: only such files are listed", classes="hint",
-                    id="stage-kinds")
+        yield Static(f"stage {stage} trains on {d.STAGE_DATA[stage]}: only such files are listed", classes="hint",
+                     id="stage-kinds")
         yield DataPicker(Path.cwd(), kinds=STAGE_KINDS.get(stage), id="files")
         yield self.editor("data.train.0.path", title="file", help=False)
-        yield Label(f"a typed path is relative to the working directory ({d.nice_path(Path.cwd()) or '.'} = "
-                    f"{Path.cwd()}); type a folder to browse it. The recipe stores it relative to itself.",
-                    classes="hint", id="path-help")
+        yield Static("a typed path is relative to the working directory (where tuneforge started); a typed "
+                     "folder is shown in the tree above", classes="hint", id="path-help")
         yield self.editor("data.train.0.format", help=False)
         yield self.editor("data.train.0.max_samples", help=False)
         yield Static("", id="data-report", classes="panel")
