@@ -146,7 +146,7 @@ def test_wizard_over_ssh_starts_a_detached_run_that_finishes(sshd, tiny_model_di
     work = tmp_path / "work"
     work.mkdir()
     venv_bin = Path(sys.executable).parent
-    env = {k: v for k, v in os.environ.items() if k.startswith(("TUNEFORGE_", "HF_"))}
+    env = {k: v for k, v in os.environ.items() if k.startswith(("TUNEFORGE_", "HF_", "PYTHONPATH"))}  # this checkout
     env.update(HF_HUB_OFFLINE="1", TERM="xterm-256color", LANG="C.UTF-8")
     exports = " ".join(f"{k}={json.dumps(v)}" for k, v in env.items())
     remote = f"cd {work} && export {exports} PATH={venv_bin}:$PATH && exec tuneforge"
