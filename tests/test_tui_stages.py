@@ -47,6 +47,7 @@ async def test_keyboard_only_dpo_recipe_from_an_earlier_run_validates(in_tmp, ru
     resolved = yaml.safe_load(out.stdout)
     assert resolved["stage"] == "dpo" and resolved["dpo"]["beta"] == 0.1
     assert resolved["dpo"]["reference"]["kind"] == "base"
+    assert resolved["train"]["learning_rate"] == 5e-5  # the preference stages' smaller step for LoRA
 
 
 @sync

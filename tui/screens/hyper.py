@@ -38,7 +38,7 @@ class HyperStep(WizardStep):
         """Fill untouched fields from the method/size suggestions (never overrides your input)."""
         info = self.state.model_info
         values = suggest(self.draft.get("method", "lora"), info.params if info else None,
-                         info.context_length if info else None)
+                         info.context_length if info else None, self.draft.get("stage") or "sft")
         for path, value in values.items():
             if path not in self.state.touched:
                 d.put(self.draft, path, value)
