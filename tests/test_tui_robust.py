@@ -15,7 +15,6 @@ pytestmark = pytest.mark.timeout(300)
 @pytest.fixture
 def in_tmp(tmp_path, monkeypatch, smollm2_dir):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("TUNEFORGE_CACHE_TUI_LOG", str(tmp_path / "tui.log"))
     return tmp_path
 
 

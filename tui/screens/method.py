@@ -76,8 +76,7 @@ class MethodStep(WizardStep):
         train = (probe.get("data") or {}).get("train") or [{}]
         if not train or not train[0].get("path"):
             probe.setdefault("data", {})["train"] = [{"path": "(dataset not chosen yet)"}]
-        checked = d.check(probe)
-        est, problem = estimate_draft(probe) if checked.recipe is not None else (None, "fix the options below first")
+        est, problem = estimate_draft(probe)
         self.app.call_from_thread(self._show_estimate, est, problem)
 
     def _show_estimate(self, est, problem: str = "") -> None:
@@ -96,7 +95,7 @@ def estimate_draft(draft: dict):
     """(Estimate, '') or (None, why there is none) for a draft; never raises (an estimate is advice)."""
     checked = d.check(draft)
     if checked.recipe is None:
-        return None, "fix the options first"
+        return None, "fix the options below first"
     try:
         with LOAD_LOCK:  # the estimate may load a tokenizer: never beside the data preview's
             return services.estimate(checked.recipe), ""
