@@ -205,3 +205,19 @@ async def test_run_detached_then_stop_and_resume_from_the_monitor(tiny_model_dir
             assert monitor.state == "stopped", "\n".join(monitor.lines)
     finally:
         subprocess.run(["tmux", "kill-server"], capture_output=True)
+
+
+@sync
+async def test_runs_table_offers_resume_and_says_why_a_run_cannot_resume(finished_run):
+    """`r` on the runs table resumes the selected run (the monitor test resumes a real one); a
+    finished run says so instead of starting anything."""
+    from tuneforge.tui.app import TuneforgeApp
+
+    app = TuneforgeApp(runs_dir=finished_run.path.parent)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_screen(pilot, "RunsScreen")
+        assert app.screen.active_bindings["r"].binding.description == "Resume"
+        await pilot.press("r")
+        await wait_for(pilot, lambda: any("already finished" in str(n.message) for n in app._notifications), 10,
+                       "the notice")
+        assert type(app.screen).__name__ == "RunsScreen"
