@@ -16,10 +16,35 @@ import typer
 
 from .cli_errors import guarded
 
+# One or two examples per main command, shown under its --help (the root's under `tuneforge --help`).
+EXAMPLES = {
+    None: ["tuneforge new   (the wizard: a recipe, then a run)",
+           "tuneforge train recipes/quickstart.yaml && tuneforge chat runs/quickstart"],
+    "new": ["tuneforge new", "tuneforge new --edit my-run.yaml"],
+    "train": ["tuneforge train recipe.yaml train.max_steps=50", "tuneforge train recipe.yaml --detach"],
+    "validate": ["tuneforge validate recipe.yaml", "tuneforge validate recipe.yaml data.max_length=512 --no-estimate"],
+    "chat": ["tuneforge chat runs/quickstart", 'echo "Who are you?" | tuneforge chat quickstart --plain'],
+    "export": ["tuneforge export runs/quickstart --out exported/", "tuneforge export quickstart --out merged/ --merge"],
+    "resume": ["tuneforge resume runs/quickstart", "tuneforge resume quickstart --detach"],
+    "runs": ["tuneforge runs", "tuneforge runs --json"],
+    "watch": ["tuneforge watch runs/quickstart", "tuneforge watch quickstart --progress plain | tee progress.txt"],
+    "logs": ["tuneforge logs runs/quickstart -f"],
+    "stop": ["tuneforge stop runs/quickstart"],
+    "checkpoint": ["tuneforge checkpoint runs/quickstart"],
+    "plot": ["tuneforge plot runs/quickstart"],
+    "doctor": ["tuneforge doctor"],
+}
+
+
+def _examples(name: str | None) -> str:
+    return "[b]Examples[/b]\n\n" + "\n\n".join(f"  {line}" for line in EXAMPLES[name])
+
+
 app = typer.Typer(
     name="tuneforge",
     help="Terminal-first fine-tuning of LLMs: recipes in, trained weights and a chat out. "
     "Without a command: the interactive app (on a terminal).",
+    epilog=_examples(None),
     no_args_is_help=False,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -36,6 +61,11 @@ app.add_typer(data_app, name="data")
 @guarded
 def _main(ctx: typer.Context, debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False) -> None:
     # --debug stays in the root context's params, where cli_errors.guarded reads it.
+    if debug:  # library warnings silenced for users (runner/__init__.py) are shown again
+        import logging
+
+        for name in ("bitsandbytes", "kernels"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
     if ctx.invoked_subcommand is None:  # bare `tuneforge`: the app (or a hint and exit 2 without a TTY)
         from .cli_tui import open_app
 
@@ -96,7 +126,7 @@ def train(
     if run_dir is not None and "LOCAL_RANK" in os.environ:
         return  # a rank of a distributed run: the process that launched it says "Done"
     typer.echo(f"\nDone. Weights: {handle.weights}")
-    typer.echo(f"Chat with it:  tuneforge chat {handle.path}")
+    typer.echo(f"Chat with it:  {services.command_name()} chat {handle.path}")
 
 
 @app.command()
@@ -160,6 +190,27 @@ from .cli_serve import serve as _serve  # noqa: E402 - tuneforge serve (runner/s
 _register_score(app)
 _register_eval(app)
 app.command()(guarded(_serve))
+
+
+def _finish_help() -> None:
+    """Examples under each main command's --help, and boolean flags shown as flags: Typer 0.29
+    prints '--merge <bool>', which reads as if the flag took a value."""
+    from typer.core import TyperOption
+
+    for info in app.registered_commands:
+        name = info.name or (info.callback.__name__ if info.callback else None)
+        if name in EXAMPLES and not info.epilog:
+            info.epilog = _examples(name)
+    shown = TyperOption.display_type_rich
+    if not getattr(shown, "flags_as_flags", False):
+        def display_type_rich(self, ctx):
+            return None if self.is_flag else shown(self, ctx)
+
+        display_type_rich.flags_as_flags = True
+        TyperOption.display_type_rich = display_type_rich
+
+
+_finish_help()
 
 
 def main() -> None:

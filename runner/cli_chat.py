@@ -39,6 +39,7 @@ def chat(
     each reply goes to stdout. Example: echo "Who are you?" | tuneforge chat runs/x
     """
     threads.apply()  # before torch loads (main() did too; this covers callers of the Typer app itself)
+    from . import services
     from .chat import Sampling, resolve_target
     from .chat_session import Conversation
 
@@ -49,14 +50,14 @@ def chat(
     if url:  # a server: the same screen and REPL over runner/serve/client.py
         import os
 
-        from . import services
-
         engine = services.remote_chat(url, target, api_key or os.environ.get("TUNEFORGE_API_KEY"))
         engine.sampling, target = sampling, engine.name
     elif target is None:
         from .errors import TuneforgeError
 
         raise TuneforgeError("no run or model to chat with", "tuneforge chat RUN, or tuneforge chat --url http://HOST:PORT/v1")
+    if engine is None:
+        services.check_run_ref(target, runs_dir)  # 'uxrn' for 'uxrun': say so before trying the hub
     ref = target if engine else resolve_target(target, runs_dir)
     if plain or not (sys.stdin.isatty() and sys.stdout.isatty()):
         _plain(ref, adapter, compare, sampling, conversation, engine)

@@ -6,6 +6,8 @@ print what to run instead and exit 2.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -29,5 +31,24 @@ def open_app(start: str = "runs", edit: Path | None = None) -> None:
         draft_from_file(edit)  # a broken file is reported here (exit 2), not inside the app
     from tuneforge.tui.app import TuneforgeApp
 
-    TuneforgeApp(start=start, edit=edit).run()
+    with _draw_on_terminal():
+        TuneforgeApp(start=start, edit=edit).run()
+
+
+@contextlib.contextmanager
+def _draw_on_terminal():
+    """Textual draws on stderr: with stderr sent to a file (`tuneforge new 2>err.log`) the screen
+    stayed blank. While the app runs, stderr is the terminal stdout is on; restored afterwards."""
+    if sys.stderr.isatty():
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(1, 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 

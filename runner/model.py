@@ -127,13 +127,10 @@ def quiet_hf() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TQDM_DISABLE", "1")  # e.g. the GGUF loader's own bar
-    import logging
     import warnings
 
-    # bitsandbytes warns on every CPU import that an optional hub-downloaded kernel is missing;
-    # library deprecation chatter is for developers, not for a training log.
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-    logging.getLogger("kernels").setLevel(logging.ERROR)  # bitsandbytes' kernel lookup, offline: "Skipping ..."
+    # (bitsandbytes' kernel look-up noise is silenced in runner/__init__.py, before anything imports it.)
+    # Library deprecation chatter is for developers, not for a training log.
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*is deprecated.*")
     try:

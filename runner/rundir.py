@@ -101,6 +101,16 @@ class RunDir:
         return out
 
 
+def free_name(root: Path, base: str) -> str:
+    """`base`, or the first of `base-2`, `base-3`, ... not taken under root (what create picks)."""
+    if not (root / base).exists():
+        return base
+    n = 2
+    while (root / f"{base}-{n}").exists():
+        n += 1
+    return f"{base}-{n}"
+
+
 def create(runs_dir: str | Path, name: str | None, overwrite: bool = False) -> RunDir:
     """Make a new run directory. An existing run is never overwritten unless asked: a fresh
     name (`name-2`, `name-3`, ...) is chosen instead, so replaying a recipe never loses a run."""
@@ -120,10 +130,7 @@ def create(runs_dir: str | Path, name: str | None, overwrite: bool = False) -> R
 
             shutil.rmtree(path)
         else:
-            n = 2
-            while (root / f"{base}-{n}").exists():
-                n += 1
-            path = root / f"{base}-{n}"
+            path = root / free_name(root, base)
     path.mkdir(parents=True)
     (path / "checkpoints").mkdir()
     return RunDir(path)

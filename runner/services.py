@@ -58,7 +58,7 @@ def train_command(recipe_path: str | Path, distributed: dict[str, Any] | None = 
     distributed block, how it launches (accelerate launch, processes, strategy)."""
     import shlex
 
-    cmd = f"tuneforge train {shlex.quote(str(recipe_path))}"
+    cmd = f"{command_name()} train {shlex.quote(str(recipe_path))}"
     d = distributed or {}
     n = int(d.get("nproc") or 1) * int(d.get("nnodes") or 1)
     if n > 1 or d.get("strategy", "ddp") != "ddp":
@@ -72,6 +72,25 @@ def visible_gpus() -> list[str]:
     from .distributed import visible_gpus as gpus
 
     return gpus()
+
+
+def command_name() -> str:
+    """How to type `tuneforge` here so a printed command works as printed: `tuneforge` when that is
+    this installation's console script on PATH, else its path (e.g. .venv/bin/tuneforge), else
+    `python -m tuneforge.runner.cli`."""
+    import shutil
+    import sys
+
+    script = Path(sys.executable).parent / "tuneforge"
+    found = shutil.which("tuneforge")
+    if found and (not script.exists() or Path(found).resolve() == script.resolve()):
+        return "tuneforge"
+    if script.exists():
+        try:
+            return str(script.absolute().relative_to(Path.cwd()))
+        except ValueError:
+            return str(script)
+    return f"{Path(sys.executable).name} -m tuneforge.runner.cli"
 
 
 def check_progress(progress: str) -> None:
@@ -169,16 +188,16 @@ class RunHandle:
 
     def instructions(self) -> str:
         """How to follow, attach to and stop a run started in the background."""
-        path = self.run.path
+        path, tf = self.run.path, command_name()
         console = f"  (console: {self.console_log})" if self.console_log else ""
         lines = [f"started run '{self.name}' in the background ({self.where()})",
                  f"  run dir:  {path}",
                  f"  log:      {self.run.log}{console}",
-                 f"  watch:    tuneforge watch {path}"]
+                 f"  watch:    {tf} watch {path}"]
         if self.tmux_session:
             lines.append(f"  attach:   tmux attach -t {self.tmux_session}   (detach again: ctrl-b d)")
-        lines += [f"  logs:     tuneforge logs {path} -f",
-                  f"  stop:     tuneforge stop {path}   (saves a checkpoint; resume: tuneforge resume {path})"]
+        lines += [f"  logs:     {tf} logs {path} -f",
+                  f"  stop:     {tf} stop {path}   (saves a checkpoint; resume: {tf} resume {path})"]
         return "\n".join(lines)
 
 
@@ -273,7 +292,9 @@ def resume(ref: RunHandle | str | Path, how: str = "foreground", progress: str =
         raise TuneforgeError(f"run '{run.name}' has no complete checkpoint to resume from",
                              f"start it again: tuneforge train {run.recipe}  (train.save_steps sets how often checkpoints are saved)")
     if how != "foreground":
-        return _start(run, how, resume=True, progress=progress, plain_every=plain_every)
+        started = _start(run, how, resume=True, progress=progress, plain_every=plain_every)
+        started._log = handle._log  # a monitor following the run goes on where it was in train.log
+        return started
     recipe = load_recipe(run.recipe)
     if distributed.wants_launch(recipe):
         return _supervise_here(run, recipe, resume=True)
@@ -395,6 +416,34 @@ def checkpoint(ref: RunHandle | str | Path, wait: bool = True, timeout: float = 
     if (s.get("last_checkpoint_step") or -1) > before:
         return Outcome(True, f"checkpoint saved: {s.get('last_checkpoint')}")
     return Outcome(False, f"run ended before the checkpoint ({h.state()})")
+
+
+def run_name_for(name: str, runs_dir: str | Path = "runs", overwrite: bool = False) -> str:
+    """The name a new run called `name` gets: itself, or `name-2`, ... when taken (unless overwrite)."""
+    return name if overwrite else rundir.free_name(Path(runs_dir), name)
+
+
+def close_run_name(ref: str, runs_dir: str | Path = "runs") -> str | None:
+    """A run name under runs_dir that `ref` looks like a typo of (None when `ref` is a path, a run,
+    a model reference with a '/', or like no run): 'uxrn' -> 'uxrun'."""
+    import difflib
+
+    from .model import EMBEDDED_ALIAS
+
+    if "/" in ref or ref == EMBEDDED_ALIAS or Path(ref).exists() or (Path(runs_dir) / ref).exists():
+        return None
+    root = Path(runs_dir)
+    names = [p.name for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+    found = difflib.get_close_matches(ref, names, n=1, cutoff=0.75)
+    return found[0] if found else None
+
+
+def check_run_ref(ref: str, runs_dir: str | Path = "runs") -> None:
+    """Refuse a near miss of a run name before it is tried as a model on the hub."""
+    close = close_run_name(ref, runs_dir)
+    if close is not None:
+        raise TuneforgeError(f"no run named '{ref}' — did you mean '{close}'?",
+                             f"{command_name()} runs   lists the runs in {runs_dir}")
 
 
 # ------------------------------------------------------------------------------------------

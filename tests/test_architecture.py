@@ -16,10 +16,11 @@ PACKAGES = ("runner", "tui")
 
 # What tui/ may import from the runner, and why:
 TUI_MAY_IMPORT = {
-    "runner",  # the package itself (its __init__ imports nothing)
+    "runner",  # the package itself (its __init__ imports only logging, to quiet library loggers)
     "runner.services",  # runs and estimates: launch, open, list, stop, checkpoint, resume
     "runner.errors",  # the one user-error type, shown in the app
     "runner.recipe",  # the schema the wizard edits (titles, help, validation)
+    "runner.recipe_stages",  # the stages, their help and row kinds (the wizard's Stage step)
     "runner.paths",  # where the model cache lives (model picker)
     "runner.progress",  # fmt_duration: formatting only
     "runner.model",  # the embedded model's alias and file; the tokenizer for the data preview

@@ -175,3 +175,14 @@ def test_watch_on_a_terminal_draws_the_panel(tmp_path):
     assert proc.returncode == 0, text
     assert "tuneforge watch · tty-run" in text and "4/4" in text and "loss 0.5000" in text
     assert "run tty-run finished (step 4/4, train loss 0.9)" in text
+
+
+def test_piped_watch_on_a_run_that_never_counted_its_steps_prints_no_none(tmp_path, run_cli):
+    """A run stopped before its first step has no step or total in status.json yet."""
+    run = rundir.RunDir(tmp_path / "runs" / "early")
+    run.path.mkdir(parents=True)
+    run.update_status(state="stopped", host=socket.gethostname(), pid=os.getpid(), started_ts=time.time(),
+                      started_at=rundir.now_iso(), ended_at=rundir.now_iso(), stop_reason="stopped by SIGINT")
+    res = run_cli("watch", str(run.path), timeout=60)
+    assert "None" not in res.stdout, res.stdout
+    assert "step 0/?" in res.stdout

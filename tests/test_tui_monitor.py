@@ -56,7 +56,7 @@ async def test_runs_table_and_monitor_show_a_real_finished_run(finished_run):
         assert "lr " in text and "tok/s" in text
         assert list(app.screen.query_one("Sparkline").data) == losses
         assert app.screen.query_one("ProgressBar").percentage == 1.0
-        log_text = "\n".join(app.screen.query_one("Log").lines)
+        log_text = "\n".join(app.screen.lines)
         assert "finished in" in log_text and "step 3/3" in log_text
         await pilot.press("c")  # chat with the run's weights, inside the app (no second process)
         await wait_screen(pilot, "ChatScreen")
@@ -154,7 +154,7 @@ async def test_run_now_opens_exactly_the_run_it_launched_beside_a_same_named_run
         assert handle.pid not in (None, os.getpid())
         assert "now-2" in screen_text(app)
         await wait_for(pilot, lambda: monitor.state in ("finished", "failed", "dead"), 240, "the run to end")
-        assert monitor.state == "finished", "\n".join(monitor.query_one("Log").lines)
+        assert monitor.state == "finished", "\n".join(monitor.lines)
         assert "step 2/2" in screen_text(app)
     assert (tmp_path / "now.yaml").is_file()
     assert (handle.path / "adapter").is_dir() and (handle.path / "console.log").is_file()
@@ -163,8 +163,9 @@ async def test_run_now_opens_exactly_the_run_it_launched_beside_a_same_named_run
 
 
 @sync
-async def test_run_detached_then_stop_from_the_monitor_leaves_a_resumable_run(tiny_model_dir, tmp_path, monkeypatch):
-    """The detached launch (tmux here) and a real trainer stopped by the monitor's `s`."""
+async def test_run_detached_then_stop_and_resume_from_the_monitor(tiny_model_dir, tmp_path, monkeypatch):
+    """The detached launch (tmux here), a real trainer stopped by the monitor's `s` (one line, no
+    traceback; ETA '—'), then resumed with `r`: the curve keeps its points from step 1."""
     require_tools("tmux")
     from tuneforge.tui.app import TuneforgeApp
 
@@ -183,8 +184,40 @@ async def test_run_detached_then_stop_from_the_monitor_leaves_a_resumable_run(ti
             await pilot.press("y")
             await wait_screen(pilot, "MonitorScreen")
             await wait_for(pilot, lambda: monitor.state in ("stopped", "failed", "dead", "finished"), 180, "the stop")
-            assert monitor.state == "stopped", "\n".join(monitor.query_one("Log").lines)
-        status = json.loads((handle.path / "status.json").read_text())
-        assert status["last_checkpoint"] and Path(status["last_checkpoint"]).is_dir()
+            assert monitor.state == "stopped", "\n".join(monitor.lines)
+            await wait_for(pilot, lambda: any("run stopped" in ln for ln in monitor.lines), 10, "the stop's log line")
+            assert not any("Traceback" in ln or "RunStopped" in ln for ln in monitor.lines), monitor.lines
+            await pilot.pause(1.2)
+            assert "ETA —" in str(monitor.query_one("#stats").render())
+            status = json.loads((handle.path / "status.json").read_text())
+            assert status["last_checkpoint"] and Path(status["last_checkpoint"]).is_dir()
+            kept = [r["loss"] for r in map(json.loads, (handle.path / "metrics.jsonl").read_text().splitlines())
+                    if r.get("loss") is not None and r["step"] <= status["step"]]
+            await pilot.press("r")
+            await wait_for(pilot, lambda: monitor.handle is not handle and monitor.state == "running"
+                           and (monitor.last.get("step") or 0) > status["step"], 180, "the resumed run's next step")
+            assert monitor.losses[:len(kept)] == kept  # the curve from step 1, not only after the resume
+            await pilot.press("s")
+            await wait_screen(pilot, "Confirm")
+            await pilot.press("y")
+            await wait_screen(pilot, "MonitorScreen")
+            await wait_for(pilot, lambda: monitor.state in ("stopped", "failed", "dead", "finished"), 180, "the 2nd stop")
+            assert monitor.state == "stopped", "\n".join(monitor.lines)
     finally:
         subprocess.run(["tmux", "kill-server"], capture_output=True)
+
+
+@sync
+async def test_runs_table_offers_resume_and_says_why_a_run_cannot_resume(finished_run):
+    """`r` on the runs table resumes the selected run (the monitor test resumes a real one); a
+    finished run says so instead of starting anything."""
+    from tuneforge.tui.app import TuneforgeApp
+
+    app = TuneforgeApp(runs_dir=finished_run.path.parent)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_screen(pilot, "RunsScreen")
+        assert app.screen.active_bindings["r"].binding.description == "Resume"
+        await pilot.press("r")
+        await wait_for(pilot, lambda: any("already finished" in str(n.message) for n in app._notifications), 10,
+                       "the notice")
+        assert type(app.screen).__name__ == "RunsScreen"

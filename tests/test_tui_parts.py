@@ -94,6 +94,8 @@ async def test_estimate_panel_turns_red_when_it_does_not_fit(tmp_path, monkeypat
         await wait_screen(pilot, "ModelStep")
         await wait_for(pilot, lambda: app.screen._info is not None)
         await pilot.press("ctrl+n")
+        await wait_screen(pilot, "StageStep")
+        await pilot.press("ctrl+n")
         await wait_screen(pilot, "MethodStep")
         await wait_for(pilot, lambda: app.wizard.estimate is not None, 30, "estimate")
         panel = app.screen.query_one("#estimate")

@@ -19,14 +19,16 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture
 def pinned(tmp_path, monkeypatch, smollm2_dir):
-    from tuneforge.runner import device, estimate
-    from tuneforge.tui import modelinfo
+    from tuneforge.runner import device, estimate, services
+    from tuneforge.tui import draft, modelinfo
 
     project = tmp_path / "project"
     (project / "data").mkdir(parents=True)
     shutil.copy(shared("alpaca_zh_demo.json"), project / "data" / "alpaca_zh_demo.json")
     monkeypatch.chdir(project)
     monkeypatch.setattr(modelinfo, "known_model_dirs", lambda: [])
+    monkeypatch.setattr(draft, "default_run_name", lambda: "run-20260101-120000")
+    monkeypatch.setattr(services, "command_name", lambda: "tuneforge")  # not this machine's venv path
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "no-hub-cache"))
     # a machine-independent estimate: 16 GiB free, fp32 on CPU at 100 GFLOP/s
     monkeypatch.setattr(estimate, "available_memory", lambda dev: 16 * 2**30)
@@ -65,11 +67,11 @@ async def _to_step(pilot, index: int):
     await wait_for(pilot, lambda: type(app.screen).__name__ == "ModelStep")
     await wait_for(pilot, lambda: app.screen._info is not None)
     for i in range(index + 1):
-        if i == 2:  # Dataset: type the file's path, wait for the preview
+        if i == 3:  # Dataset: type the file's path, wait for the preview
             await pilot.press("tab")
             await type_into(pilot, "data/alpaca_zh_demo.json")
             await wait_for(pilot, lambda: app.screen._preview is not None and not app.screen._pending, 120)
-            if index == 2:
+            if index == 3:
                 await pilot.press("shift+tab")  # back to the file tree, as a person would look at it
         await _settle(pilot)
         if i < index:
@@ -88,7 +90,7 @@ async def _still_cursor(pilot):
     await pilot.pause()  # the message queue drained: the still cursor is painted
 
 
-@pytest.mark.parametrize("step", [0, 1, 2, 3, 4], ids=["model", "method", "dataset", "hyper", "review"])
+@pytest.mark.parametrize("step", [0, 1, 2, 3, 4, 5], ids=["model", "stage", "method", "dataset", "hyper", "review"])
 def test_wizard_step_snapshot(step, pinned, snap_compare):
     async def run_before(pilot):
         await _to_step(pilot, step)
@@ -100,7 +102,7 @@ def test_dataset_examples_snapshot(pinned, snap_compare):
     """The rendered examples with trained tokens highlighted (Chinese text aligned)."""
 
     async def run_before(pilot):
-        await _to_step(pilot, 2)
+        await _to_step(pilot, 3)
         examples = pilot.app.screen.query_one("#examples")
         examples.scroll_visible(animate=False)
         await wait_for(pilot, lambda: examples.region.y < 24 and examples.region.height > 0, 10, "examples in view")

@@ -146,7 +146,7 @@ def test_wizard_over_ssh_starts_a_detached_run_that_finishes(sshd, tiny_model_di
     work = tmp_path / "work"
     work.mkdir()
     venv_bin = Path(sys.executable).parent
-    env = {k: v for k, v in os.environ.items() if k.startswith(("TUNEFORGE_", "HF_"))}
+    env = {k: v for k, v in os.environ.items() if k.startswith(("TUNEFORGE_", "HF_", "PYTHONPATH"))}  # this checkout
     env.update(HF_HUB_OFFLINE="1", TERM="xterm-256color", LANG="C.UTF-8")
     exports = " ".join(f"{k}={json.dumps(v)}" for k, v in env.items())
     remote = f"cd {work} && export {exports} PATH={venv_bin}:$PATH && exec tuneforge"
@@ -163,9 +163,11 @@ def test_wizard_over_ssh_starts_a_detached_run_that_finishes(sshd, tiny_model_di
         term.type(str(tiny_model_dir))
         term.wait("3.2M (3,219,776)", 30)  # the tiny model's details, not the embedded one's
         term.keys("C-n")
+        term.wait("Stage (", 30)
+        term.keys("C-n")
         term.wait("Method (", 30)
         term.keys("C-n")
-        term.wait("Files under the working directory", 30)
+        term.wait("Files under the working directory", 90)
         term.tab_to("file")
         term.type(str(shared("alpaca_en_demo.json")))
         term.wait("rows read", 120)
@@ -205,3 +207,17 @@ def test_wizard_over_ssh_starts_a_detached_run_that_finishes(sshd, tiny_model_di
     finally:
         term.close()
         subprocess.run(["tmux", "kill-session", "-t", f"={session}"], capture_output=True)
+
+
+def test_the_app_draws_on_the_terminal_when_stderr_goes_to_a_file(tmp_path):
+    """`tuneforge new 2>err.log` used to show a blank screen: Textual draws on stderr."""
+    require_tools("tmux")
+    venv_bin = Path(sys.executable).parent
+    env = " ".join(f"{k}={json.dumps(v)}" for k, v in os.environ.items() if k.startswith(("TUNEFORGE_", "HF_", "PYTHONPATH")))
+    term = Term(f"cd {tmp_path} && env {env} TERM=xterm-256color {venv_bin}/tuneforge new 2>{tmp_path}/err.log")
+    try:
+        term.wait("Models on this machine", 60)
+        term.keys("C-q")
+        _poll(lambda: not term.alive() or None, 30, "the app to quit")
+    finally:
+        term.close()

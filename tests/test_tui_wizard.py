@@ -75,6 +75,8 @@ async def test_bad_values_show_the_schema_message_and_block_next(in_tmp):
         await type_into(pilot, "smollm2-135m")
         await wait_for(pilot, lambda: app.screen._info.source == "smollm2-135m")
         await pilot.press("ctrl+n")
+        await wait_screen(pilot, "StageStep")
+        await pilot.press("ctrl+n")
         await wait_screen(pilot, "MethodStep")
         await pilot.press("tab")  # the methods -> lora r
         await type_into(pilot, "0")
@@ -118,7 +120,7 @@ async def test_open_existing_recipe_edit_and_never_overwrite_without_asking(in_t
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_screen(pilot, "ModelStep")
         assert app.wizard.draft["method"] == "full"
-        for step in ("MethodStep", "DatasetStep"):
+        for step in ("StageStep", "MethodStep", "DatasetStep"):
             await wait_for(pilot, lambda: not getattr(app.screen, "_pending", False) and getattr(app.screen, "_info", 1) is not None)
             await pilot.press("ctrl+n")
             await wait_screen(pilot, step)

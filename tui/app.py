@@ -33,7 +33,7 @@ class WizardState:
     def from_file(cls, path: Path) -> "WizardState":
         draft = d.draft_from_file(path)
         touched = {f"{section}.{key}" for section in ("train", "data") for key in (draft.get(section) or {})}
-        touched |= {k for k in ("method", "seed", "precision", "device", "name") if k in draft}
+        touched |= {k for k in ("stage", "method", "seed", "precision", "device", "name") if k in draft}
         return cls(draft, path, True, touched)
 
     def target_path(self) -> Path:
@@ -48,7 +48,8 @@ class WizardState:
 class TuneforgeApp(App):
     TITLE = "tuneforge"
     BINDINGS = [
-        Binding("question_mark", "help", "Help"),
+        Binding("question_mark", "help", "Help", show=False),
+        Binding("f1", "help", "Help"),  # shown on every step: '?' types into a focused field
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
     CSS = """
@@ -82,8 +83,9 @@ class TuneforgeApp(App):
         from .screens.method import MethodStep
         from .screens.model import ModelStep
         from .screens.review import ReviewStep
+        from .screens.stage import StageStep
 
-        return [ModelStep, MethodStep, DatasetStep, HyperStep, ReviewStep]
+        return [ModelStep, StageStep, MethodStep, DatasetStep, HyperStep, ReviewStep]
 
     def wizard_goto(self, index: int) -> None:
         self.push_screen(self.wizard_steps()[index]())

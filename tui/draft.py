@@ -18,11 +18,19 @@ from pydantic import BaseModel, ValidationError
 
 from tuneforge.runner.recipe import Recipe, format_errors, parse_override
 from tuneforge.runner.errors import TuneforgeError
+from tuneforge.runner.recipe_stages import STAGE_KINDS
+
+
+def default_run_name() -> str:
+    """A timestamp, as the recipe's name field promises (and as `tuneforge train` picks without one)."""
+    from datetime import datetime
+
+    return datetime.now().strftime("run-%Y%m%d-%H%M%S")
 
 
 def new_draft() -> dict[str, Any]:
     return {
-        "name": "my-run",
+        "name": default_run_name(),
         "method": "lora",
         "model": {"name_or_path": "smollm2-135m"},
         "data": {"train": [{"path": ""}]},
@@ -124,6 +132,20 @@ def method_choices() -> list[str]:
     return list(field_spec("method").choices or [])
 
 
+# What each stage's data looks like, in the words the dataset step uses (kinds: runner/data/schema.py).
+KIND_WORDS = {"conversation": "conversations", "text": "plain text", "preference": "preference pairs (chosen/rejected)",
+              "feedback": "feedback rows (a true/false label)"}
+STAGE_DATA = {s: " or ".join(KIND_WORDS[k] for k in kinds) for s, kinds in STAGE_KINDS.items()}
+
+
+def set_stage(draft: dict, stage: str) -> None:
+    """Choose a stage; the other stages' option blocks leave the draft (the schema refuses them)."""
+    draft["stage"] = stage
+    for other in STAGE_KINDS:
+        if other != stage:
+            draft.pop(other, None)
+
+
 def method_sections(method: str) -> list[str]:
     """Recipe sections holding a method's options: its own section and, for qlora, lora's too."""
     names = []
@@ -215,11 +237,12 @@ class Checked:
         return {k: v for k, v in self.errors.items() if any(k == p or k.startswith(p + ".") for p in prefixes)}
 
 
-def check(draft: dict) -> Checked:
-    """Validate the draft with the real schema; errors keyed by dotted field path."""
+def check(draft: dict, files: bool = False) -> Checked:
+    """Validate the draft with the real schema; errors keyed by dotted field path.
+    files: also check the files it names, relative to the working directory (as the wizard shows them)."""
     data = copy.deepcopy(draft)
     try:
-        return Checked(Recipe.model_validate(data))
+        return Checked(Recipe.model_validate(data, context={"base_dir": Path.cwd()} if files else None))
     except ValidationError as err:
         errors: dict[str, str] = {}
         for e, line in zip(err.errors(), format_errors(err)):

@@ -4,7 +4,6 @@ preview is exactly what training will see. Runs in a worker thread (loads a toke
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -16,6 +15,8 @@ from tuneforge.runner.data.formats import detect_layout
 from tuneforge.runner.errors import TuneforgeError
 from tuneforge.runner.recipe import DatasetSpec, DataSpec
 
+from .workers import LOAD_LOCK, explain
+
 TRAINED_STYLE = "bold black on green"
 
 
@@ -23,6 +24,7 @@ TRAINED_STYLE = "bold black on green"
 class DataPreview:
     path: str
     format: str | None = None
+    kind: str | None = None  # conversation, preference, feedback or text
     report: str = ""
     examples: list[Text] = field(default_factory=list)
     template: str = ""
@@ -33,17 +35,19 @@ class DataPreview:
 
 def build_preview(path: str, fmt: str, model: str, chat_template: str, max_length: int,
                   train_on_prompt: bool, placeholders: dict[str, str] | None = None, max_samples: int | None = None,
-                  n: int = 3) -> DataPreview:
+                  n: int = 3, stage: str | None = None) -> DataPreview:
+    """stage: refuse rows that stage cannot train on, as training would (None: any kind)."""
     out = DataPreview(path)
     try:
         spec = DatasetSpec(path=str(Path(path).expanduser().resolve()), format=fmt, placeholders=placeholders or {},
                            max_samples=max_samples)
         rows = read_rows(spec.path)
         out.format = fmt if fmt != "auto" else next((f for f in (detect_layout(r) for r in rows[:20]) if f), None)
-        with _LOAD_LOCK:  # one tokenizer user at a time (a cancelled preview may still be running)
+        with LOAD_LOCK:  # one tokenizer user at a time (a cancelled preview may still be running)
             tok, template, out.template = _tokenizer(model, chat_template)
             data = DataSpec.model_construct(train=[spec], max_length=max_length, train_on_prompt=train_on_prompt, shuffle=False)
-            prep = tokenize_for(data, tok, template, stage=None, sample=n)
+            prep = tokenize_for(data, tok, template, stage=stage, sample=n)
+            out.kind = prep.kind
             report = prep.report
             report.used = prep.total - sum(1 for _, res in prep.outcomes if isinstance(res, Exception))
             out.report = report.summary()
@@ -61,10 +65,9 @@ def build_preview(path: str, fmt: str, model: str, chat_template: str, max_lengt
     except TuneforgeError as exc:
         out.problem, out.fix = exc.message, exc.fix
         out.usable = False
+    except Exception as exc:  # noqa: BLE001 - any file a user picks: say what broke, keep the app
+        out.problem, out.usable = explain(exc, "reading the data failed"), False
     return out
-
-
-_LOAD_LOCK = threading.Lock()  # transformers' lazy imports and rust tokenizers are not thread-safe
 
 
 @lru_cache(maxsize=4)
@@ -80,10 +83,10 @@ def render_example(tok, chat, example, t=None) -> Text:
     t = t or chat(example)
     if example.kind == "text":
         text = example.text or ""
-        enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
-    else:
-        text = chat.render([m.to_openai() for m in example.messages], tools=example.tools)
-        enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    else:  # a pair shows prompt + chosen (what input_ids/labels hold); its rejected reply follows below
+        text = chat.render(example.openai_messages(example.chosen if example.kind == "preference" else None),
+                           tools=example.tools)
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
     out = Text()
     cursor = 0
     for i, (a, b) in enumerate(enc["offset_mapping"][: len(t.labels)]):
@@ -97,4 +100,9 @@ def render_example(tok, chat, example, t=None) -> Text:
         cursor = b
     if cursor < len(text):
         out.append(text[cursor:], style="dim strike" if t.truncated else "")
+    if example.kind == "preference" and example.rejected is not None:
+        out.append("\nrejected: ", style="bold red")
+        out.append(example.rejected.content)
+    elif example.kind == "feedback":
+        out.append(f"\nlabel: {'desirable' if example.label else 'undesirable'}", style="bold")
     return out

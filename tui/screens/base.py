@@ -12,7 +12,7 @@ from textual.widgets import Button, Footer, Static
 
 from .. import draft as d
 from ..widgets.field import FieldEditor
-from ..widgets.stepbar import StepBar
+from ..widgets.stepbar import STEPS, StepBar
 
 if TYPE_CHECKING:
     from ..app import TuneforgeApp, WizardState
@@ -23,14 +23,15 @@ class WizardStep(Screen):
 
     STEP = 0
     FIELDS_PREFIXES: tuple[str, ...] = ()
+    CHECK_FILES = False  # validate the files the step's fields name (e.g. model.from_run)
     BINDINGS = [
         Binding("ctrl+n", "next", "Next", priority=True),
         Binding("escape", "back", "Back"),
     ]
     DEFAULT_CSS = """
     WizardStep #body { padding: 0 1; }
-    WizardStep #nav { height: 1; padding: 0 1; }
-    WizardStep #step-error { width: 1fr; color: $text-error; }
+    WizardStep #nav { height: auto; max-height: 6; padding: 0 1; }
+    WizardStep #step-error { width: 1fr; height: auto; color: $text-error; }
     WizardStep #nav Button { margin-left: 1; }
     WizardStep .hint { color: $text-muted; }
     WizardStep .panel { border: round $primary; height: auto; padding: 0 1; }
@@ -48,12 +49,12 @@ class WizardStep(Screen):
 
     def compose(self) -> ComposeResult:
         yield StepBar(self.STEP)
-        with VerticalScroll(id="body"):
+        with VerticalScroll(id="body", can_focus=False):  # a focusable part (e.g. the examples) scrolls it
             yield from self.body()
         with Horizontal(id="nav"):
             yield Static("", id="step-error")
-            yield Button("Back", id="back", compact=True)
-            yield Button("Next ▸" if self.STEP < 4 else "Finish ▸", id="next", variant="primary", compact=True)
+            yield Button("Back" if self.STEP else "Close", id="back", compact=True)
+            yield Button("Next ▸" if self.STEP < len(STEPS) - 1 else "Finish ▸", id="next", variant="primary", compact=True)
         yield Footer()
 
     def body(self) -> ComposeResult:
@@ -73,7 +74,7 @@ class WizardStep(Screen):
 
     # -- validation --------------------------------------------------------------------------
     def schema_errors(self) -> dict[str, str]:
-        return d.check(self.draft).errors_under(*self.FIELDS_PREFIXES) if self.FIELDS_PREFIXES else {}
+        return d.check(self.draft, self.CHECK_FILES).errors_under(*self.FIELDS_PREFIXES) if self.FIELDS_PREFIXES else {}
 
     def problems(self) -> list[str]:
         """What must be fixed before Next (field errors are also shown under their field)."""

@@ -11,28 +11,36 @@ from textual import work
 from textual.app import ComposeResult
 from textual.widgets import Label, Static
 
+from tuneforge.runner.recipe_stages import STAGE_KINDS
+
 from .. import draft as d
 from ..preview import TRAINED_STYLE, DataPreview, build_preview
 from ..widgets.field import FieldEditor
 from ..widgets.pickers import DataPicker
+from ..widgets.readable import Readable
 from .base import WizardStep
 
 
 class DatasetStep(WizardStep):
-    STEP = 2
+    STEP = 3
     AUTO_FOCUS = "DataPicker"
     FIELDS_PREFIXES = ("data.train",)
 
     def body(self) -> ComposeResult:
         if not self.draft.get("data", {}).get("train"):
             self.draft.setdefault("data", {})["train"] = [{"path": ""}]
+        stage = self.draft.get("stage") or "sft"
         yield Label("Files under the working directory (Enter to choose) — or type a path", classes="hint")
-        yield DataPicker(Path.cwd(), id="files")
-        yield self.editor("data.train.0.path", title="file")
+        yield Static(f"stage {stage} trains on {d.STAGE_DATA[stage]}: only such files are listed", classes="hint",
+                     id="stage-kinds")
+        yield DataPicker(Path.cwd(), kinds=STAGE_KINDS.get(stage), id="files")
+        yield self.editor("data.train.0.path", title="file", help=False)
+        yield Static("a typed path is relative to the working directory (where tuneforge started); a typed "
+                     "folder is shown in the tree above", classes="hint", id="path-help")
         yield self.editor("data.train.0.format", help=False)
         yield self.editor("data.train.0.max_samples", help=False)
         yield Static("", id="data-report", classes="panel")
-        yield Static("", id="examples")
+        yield Readable("", id="examples")
 
     def on_mount(self) -> None:
         self._preview: DataPreview | None = None
@@ -48,27 +56,39 @@ class DatasetStep(WizardStep):
         self.load_preview()
 
     def draft_changed(self, path: str) -> None:
+        if path == "data.train.0.path":
+            self._browse(d.get(self.draft, path) or "")
         if path.startswith("data.train.0"):
             self.load_preview()
+
+    def _browse(self, typed: str) -> None:
+        """A typed folder roots the file tree there (any folder, not only the working directory)."""
+        folder = Path(typed).expanduser()
+        if typed.strip() and folder.is_dir():
+            picker = self.query_one(DataPicker)
+            if picker.path != folder:
+                picker.path = folder
 
     def load_preview(self) -> None:
         path = d.get(self.draft, "data.train.0.path") or ""
         if not path or not Path(path).expanduser().is_file():
             self._preview = None
             self.query_one("#data-report", Static).update("choose a .json or .jsonl file" if not path else f"no file at '{path}'")
-            self.query_one("#examples", Static).update("")
+            self.query_one("#examples", Readable).update("")
             return
         self._pending = True
         self.query_one("#data-report", Static).update(f"reading {path} and rendering examples…")
         spec = d.get(self.draft, "data.train.0") or {}
-        self.preview_worker(path, spec.get("format") or "auto", d.get(self.draft, "model.name_or_path", "smollm2-135m"),
+        self.preview_worker(self.draft.get("stage") or "sft", path, spec.get("format") or "auto", d.get(self.draft, "model.name_or_path", "smollm2-135m"),
                             d.get(self.draft, "model.chat_template") or "auto", int(d.get(self.draft, "data.max_length") or 1024),
                             bool(d.get(self.draft, "data.train_on_prompt")), spec.get("placeholders") or {},
                             spec.get("max_samples") if isinstance(spec.get("max_samples"), int) else None)
 
-    @work(thread=True, exclusive=True, group="preview")
-    def preview_worker(self, path, fmt, model, template, max_length, train_on_prompt, placeholders, max_samples) -> None:
-        preview = build_preview(path, fmt, model, template, max_length, train_on_prompt, placeholders, max_samples)
+    @work(thread=True, exclusive=True, group="preview", exit_on_error=False)
+    def preview_worker(self, stage, path, fmt, model, template, max_length, train_on_prompt, placeholders,
+                       max_samples) -> None:
+        preview = build_preview(path, fmt, model, template, max_length, train_on_prompt, placeholders, max_samples,
+                                stage=stage)
         self.app.call_from_thread(self._show, preview)
 
     def _show(self, p: DataPreview) -> None:
@@ -78,6 +98,8 @@ class DatasetStep(WizardStep):
         self._preview = p
         head = Text()
         head.append(f"format: {p.format or '?'}", style="bold")
+        if p.kind:
+            head.append(f"   rows: {d.KIND_WORDS.get(p.kind, p.kind)}")
         if p.template:
             head.append(f"   chat template: {p.template}")
         head.append("\n" + p.report)
@@ -96,7 +118,7 @@ class DatasetStep(WizardStep):
         for i, ex in enumerate(p.examples, 1):
             parts.append(Text(f"── example {i} ──", style="bold"))
             parts.append(ex)
-        self.query_one("#examples", Static).update(Group(*parts))
+        self.query_one("#examples", Readable).update(Group(*parts))
 
     def problems(self) -> list[str]:
         out = super().problems()

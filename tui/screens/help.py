@@ -11,17 +11,18 @@ from textual.widgets import Markdown
 HELP = """\
 # tuneforge — keys
 
-**Everywhere**: `?` help (when no text field has focus) · `ctrl+p` command palette · `ctrl+q` quit ·
+**Everywhere**: `f1` (or `?` when no text field has focus) help · `ctrl+p` command palette · `ctrl+q` quit ·
 `tab` / `shift+tab` move between fields · `enter` choose / press.
 
-**Runs**: `n` new recipe · `o` open a recipe to edit · `enter` monitor the selected run · `r` refresh.
+**Runs**: `n` new recipe · `o` open a recipe to edit · `enter` monitor the selected run · `r` resume a
+stopped, failed or dead run from its last checkpoint (detached) · `f5` refresh.
 
-**Wizard** (Model → Method → Dataset → Hyperparameters → Review): `ctrl+n` next (checks the step
+**Wizard** (Model → Stage → Method → Dataset → Hyperparameters → Review): `ctrl+n` next (checks the step
 first) · `esc` back · `enter` in a field = next. The last step: `ctrl+r` save + run now,
 `ctrl+t` save + run detached (survives SSH disconnects and quitting the app), `ctrl+s` save only.
 An existing file is never replaced without asking.
 
-**Monitor**: `s` stop the run (it saves a checkpoint, then exits; `tuneforge resume` continues it) ·
+**Monitor**: `s` stop the run (it saves a checkpoint, then exits) · `r` resume it from that checkpoint ·
 `k` save a checkpoint now · `c` chat with the run (when it has weights; `esc` comes back) ·
 `esc` back to the runs.
 

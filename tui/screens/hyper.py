@@ -23,7 +23,7 @@ GPU_FIELDS = ["distributed.nproc", "distributed.strategy", "distributed.offload"
 
 
 class HyperStep(WizardStep):
-    STEP = 3
+    STEP = 4
     AUTO_FOCUS = "FieldEditor Input"
     FIELDS_PREFIXES = ("train", "data.max_length", "data.eval_split", "data.train_on_prompt", "seed", "precision",
                        "device", "output", "distributed")
@@ -52,7 +52,7 @@ class HyperStep(WizardStep):
         """Fill untouched fields from the method/size suggestions (never overrides your input)."""
         info = self.state.model_info
         values = suggest(self.draft.get("method", "lora"), info.params if info else None,
-                         info.context_length if info else None)
+                         info.context_length if info else None, self.draft.get("stage") or "sft")
         if len(self._gpus()) > 1:
             values["distributed.nproc"] = len(self._gpus())
         for path, value in values.items():

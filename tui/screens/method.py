@@ -7,11 +7,13 @@ import copy
 from textual import work
 from textual.app import ComposeResult
 from textual.containers import Vertical
-from textual.widgets import Label, RadioButton, RadioSet, Static
+from textual.widgets import Label, RadioSet, Static
 
 from tuneforge.runner import services
 
 from .. import draft as d
+from ..workers import LOAD_LOCK, explain
+from ..widgets.pickers import Choice
 from .base import WizardStep
 
 METHOD_HELP = {
@@ -23,7 +25,7 @@ METHOD_HELP = {
 
 
 class MethodStep(WizardStep):
-    STEP = 1
+    STEP = 2
     AUTO_FOCUS = "RadioSet"
     FIELDS_PREFIXES = ("method", "lora", "freeze", "qlora", "quantization")
 
@@ -32,8 +34,8 @@ class MethodStep(WizardStep):
         yield Label("Method (↑/↓ then Enter or space)", classes="hint")
         with RadioSet(id="methods"):
             for m in d.method_choices():
-                yield RadioButton(f"{m:<7} {METHOD_HELP.get(m, '')}", value=m == current, name=m)
-        yield Static("", id="estimate", classes="panel")
+                yield Choice(f"{m:<7} {METHOD_HELP.get(m, '')}", value=m == current, name=m)
+        yield Static("estimating…", id="estimate", classes="panel")
         sections = sorted({s for m in d.method_choices() for s in d.method_sections(m)})
         for section in sections:
             with Vertical(id=f"opts-{section}", classes="method-options"):
@@ -65,37 +67,53 @@ class MethodStep(WizardStep):
         super().on_screen_resume()
         self.update_estimate()
 
-    @work(thread=True, exclusive=True, group="estimate")
     def update_estimate(self) -> None:
-        probe = copy.deepcopy(self.draft)
+        self.query_one("#estimate", Static).update("estimating…")
+        self._estimate_worker(copy.deepcopy(self.draft))
+
+    @work(thread=True, exclusive=True, group="estimate", exit_on_error=False)
+    def _estimate_worker(self, probe: dict) -> None:
         train = (probe.get("data") or {}).get("train") or [{}]
         if not train or not train[0].get("path"):
             probe.setdefault("data", {})["train"] = [{"path": "(dataset not chosen yet)"}]
-        checked = d.check(probe)
-        est = services.estimate(checked.recipe) if checked.recipe is not None else None
-        self.app.call_from_thread(self._show_estimate, est)
+        est, problem = estimate_draft(probe)
+        self.app.call_from_thread(self._show_estimate, est, problem)
 
-    def _show_estimate(self, est) -> None:
+    def _show_estimate(self, est, problem: str = "") -> None:
         panel = self.query_one("#estimate", Static)
         if est is None:
-            panel.update("estimate: fix the options below first")
+            panel.update(f"estimate: {problem}")
+            panel.styles.border = ("round", "yellow")
             return
-        lines = [
-            f"memory: ~{gib(est.peak_bytes)} needed of {gib(est.available_bytes)} free"
-            + ("" if est.fits else "  — does NOT fit"),
-        ]
-        if est.seconds_per_epoch:
-            from tuneforge.runner.progress import fmt_duration
-
-            lines.append(f"time: ~{fmt_duration(est.seconds_per_epoch)} per epoch")
-        else:
-            lines.append("time: known once the dataset is chosen")
-        lines += est.stage_lines()  # what the stage adds: two sequences per pair, the reference, ...
-        lines += [f"advice: {a}" for a in est.advice]
-        panel.update("\n".join(lines))
+        lines = estimate_lines(est) + est.stage_lines()  # what the stage adds: two sequences per pair, the reference, ...
+        panel.update("\n".join(lines + [f"advice: {a}" for a in est.advice]))
         panel.styles.border = ("round", "green" if est.fits else "red")
         panel.styles.color = None if est.fits else "red"
         self.state.estimate = est
+
+
+def estimate_draft(draft: dict):
+    """(Estimate, '') or (None, why there is none) for a draft; never raises (an estimate is advice)."""
+    checked = d.check(draft)
+    if checked.recipe is None:
+        return None, "fix the options below first"
+    try:
+        with LOAD_LOCK:  # the estimate may load a tokenizer: never beside the data preview's
+            return services.estimate(checked.recipe), ""
+    except Exception as exc:  # noqa: BLE001 - e.g. a hub id not downloaded yet: say why there is none
+        return None, "no estimate: " + explain(exc, "estimating").removeprefix("estimating: ")
+
+
+def estimate_lines(est) -> list[str]:
+    lines = [f"memory: ~{gib(est.peak_bytes)} needed of {gib(est.available_bytes)} free"
+             + ("" if est.fits else "  — does NOT fit")]
+    if est.seconds_per_epoch:
+        from tuneforge.runner.progress import fmt_duration
+
+        lines.append(f"time: ~{fmt_duration(est.seconds_per_epoch)} per epoch")
+    else:
+        lines.append("time: known once the dataset is chosen")
+    return lines
 
 
 def gib(n: float) -> str:

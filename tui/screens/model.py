@@ -9,6 +9,7 @@ from textual.widgets import Collapsible, Label, Static
 from .. import modelinfo
 from ..widgets.field import FieldEditor
 from ..widgets.pickers import ModelPicker
+from ..workers import explain
 from .base import WizardStep
 
 
@@ -36,15 +37,19 @@ class ModelStep(WizardStep):
         self.query_one("#f-model-name_or_path", FieldEditor).set_value(event.value)
         self.draft["model"]["name_or_path"] = event.value
         self.state.touched.add("model.name_or_path")
+        self._next_when_ready = True  # Enter on a model chooses it and goes on once its details are read
         self.inspect_model(event.value)
 
     def draft_changed(self, path: str) -> None:
         if path == "model.name_or_path":
             self.inspect_model(d_get(self.draft))
 
-    @work(thread=True, exclusive=True, group="model-info")
+    @work(thread=True, exclusive=True, group="model-info", exit_on_error=False)
     def inspect_model(self, name: str) -> None:
-        info = modelinfo.inspect(name or "")
+        try:
+            info = modelinfo.inspect(name or "")
+        except Exception as exc:  # noqa: BLE001 - whatever the name holds: a line on the step, not a crash
+            info = modelinfo.ModelInfo((name or "").strip(), "unknown", problem=explain(exc, "reading the model failed"))
         self.app.call_from_thread(self._show_info, info)
 
     def _show_info(self, info: modelinfo.ModelInfo) -> None:

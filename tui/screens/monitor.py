@@ -3,20 +3,21 @@
 Everything comes from the run's RunHandle (tuneforge.runner.services): the one the app got back
 when it launched the run, or one opened from the runs table. It works the same for a run started
 here, detached, or by hand elsewhere. `s` asks the run to stop (it saves a checkpoint first; the
-same control file `tuneforge stop` drops), `k` asks for a checkpoint now, `c` opens the chat
-screen on the run's weights.
+same control file `tuneforge stop` drops), `r` resumes a stopped, failed or dead run from its last
+checkpoint (detached, as `tuneforge resume --detach`), `k` asks for a checkpoint now, `c` opens the
+chat screen on the run's weights. Elapsed time is services' one clock (the runs table's and `tuneforge
+runs`'); log lines wrap at the panel's edge.
 """
 
 from __future__ import annotations
-
-import time
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer, Log, ProgressBar, Sparkline, Static
+from textual.widgets import Footer, ProgressBar, RichLog, Sparkline, Static
 
+from tuneforge.runner import services
 from tuneforge.runner.progress import fmt_duration
 from tuneforge.runner.services import RunHandle, stage_figures
 
@@ -26,6 +27,7 @@ from .dialogs import Confirm
 class MonitorScreen(Screen):
     BINDINGS = [
         Binding("s", "stop", "Stop run"),
+        Binding("r", "resume", "Resume"),
         Binding("k", "checkpoint", "Checkpoint now"),
         Binding("c", "chat", "Chat"),
         Binding("e", "eval", "Eval"),
@@ -37,7 +39,7 @@ class MonitorScreen(Screen):
     MonitorScreen #stats { padding: 0 1; height: auto; }
     MonitorScreen Sparkline { height: 3; margin: 0 1; }
     MonitorScreen #loss-label { padding: 0 1; color: $text-muted; }
-    MonitorScreen Log { height: 1fr; border: round $primary; }
+    MonitorScreen RichLog { height: 1fr; border: round $primary; }
     MonitorScreen #eval-line { padding: 0 1; height: auto; }
     """
 
@@ -48,6 +50,7 @@ class MonitorScreen(Screen):
         self.last: dict = {}
         self.state = "starting"
         self._console_shown = False
+        self.lines: list[str] = []  # the log panel's text, unwrapped
 
     def compose(self) -> ComposeResult:
         yield Static("", id="title")
@@ -56,7 +59,7 @@ class MonitorScreen(Screen):
         yield Static("loss", id="loss-label")
         yield Sparkline([], id="loss")
         yield Static("", id="eval-line")  # the run's latest eval (screens/eval.py)
-        yield Log(id="log", max_lines=2000)
+        yield RichLog(id="log", max_lines=2000, wrap=True, markup=False, highlight=False)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -77,12 +80,12 @@ class MonitorScreen(Screen):
             self.last.update({k: v for k, v in rec.items() if v is not None})
         text = self.handle.new_log()
         if text:
-            self.query_one(Log).write(text)
+            self.log_lines(text)
         if self.state in ("failed", "dead") and not self._console_shown:
             self._console_shown = True  # a child that died early says why on its console only
             console = self.handle.console_text()
             if console.strip():
-                self.query_one(Log).write(f"--- console output ---\n{console}")
+                self.log_lines(f"--- console output ---\n{console}")
         self._show(st)
 
     def _show_eval(self) -> None:
@@ -99,6 +102,10 @@ class MonitorScreen(Screen):
 
         self.app.push_screen(EvalScreen(self.handle.path))
 
+    def log_lines(self, text: str) -> None:
+        self.lines.extend(text.rstrip("\n").split("\n"))
+        self.query_one(RichLog).write(Text(text.rstrip("\n")))
+
     def _show(self, st: dict) -> None:
         self._show_eval()
         step, total = int(st.get("step") or self.last.get("step") or 0), st.get("total_steps") or self.last.get("total_steps")
@@ -107,12 +114,8 @@ class MonitorScreen(Screen):
         if total:
             bar.update(total=total, progress=step)
         rec = self.last
-        started = st.get("started_ts")
-        if self.state == "running" and started:
-            elapsed = time.time() - started
-        else:
-            elapsed = (st.get("final_metrics") or {}).get("elapsed_s") or rec.get("elapsed_s")
-        eta = rec.get("eta_s") if self.state == "running" else 0
+        elapsed = self.handle.summary().get("elapsed_s")  # the runs table's clock, and `tuneforge runs'`
+        eta = rec.get("eta_s") if self.state == "running" else None
         t = Text()
         t.append(f"{self.state}", style={"running": "bold cyan", "finished": "bold green", "stopped": "yellow"}.get(self.state, "bold red"))
         t.append(f"  step {step}/{total or '?'}")
@@ -128,7 +131,7 @@ class MonitorScreen(Screen):
             t.append(f"lr {rec['lr']:.2e}  ")
         if rec.get("tokens_per_s") is not None:
             t.append(f"{rec['tokens_per_s']:.0f} tok/s  ")
-        t.append(f"elapsed {fmt_duration(elapsed)}  ETA {fmt_duration(eta) if eta is not None else '?'}")
+        t.append(f"elapsed {fmt_duration(elapsed)}  ETA {eta_text(self.state, eta)}")
         if st.get("error"):
             t.append(f"\nerror: {st['error']}", style="bold red")
         self.query_one("#stats", Static).update(t)
@@ -150,6 +153,25 @@ class MonitorScreen(Screen):
                     self.notify("the run has already ended", severity="warning")
 
         self.app.push_screen(Confirm(f"Stop run {self.handle.name}? (it saves a checkpoint first)"), answered)
+
+    def action_resume(self) -> None:
+        """Continue the run from its last checkpoint in a detached process; the curve keeps its
+        points up to that checkpoint (the resumed run keeps them in metrics.jsonl)."""
+        state = self.handle.state()
+        if state in ("starting", "running"):
+            self.notify("the run is still running: stop it first (s)", severity="warning")
+            return
+        try:
+            handle = services.resume(self.handle, "detached")
+        except Exception as exc:  # noqa: BLE001 - e.g. finished, or no checkpoint: say why
+            self.notify(getattr(exc, "message", str(exc)), severity="error", timeout=8)
+            return
+        self.handle = handle
+        self.losses.clear()
+        self.last = {}
+        self._console_shown = False
+        self.log_lines(f"--- resumed from the last checkpoint ({handle.where()}) ---")
+        self.poll()
 
     def action_checkpoint(self) -> None:
         """Ask the run to save a checkpoint after its current step (as `tuneforge checkpoint` does)."""
@@ -174,3 +196,10 @@ class MonitorScreen(Screen):
 
     def action_back(self) -> None:
         self.app.pop_screen()
+
+
+def eta_text(state: str, eta: float | None) -> str:
+    """'—' once a run has ended (stopped, dead, failed, finished): nothing is left to wait for."""
+    if state != "running":
+        return "—"
+    return fmt_duration(eta) if eta is not None else "?"

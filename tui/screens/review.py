@@ -4,23 +4,30 @@ closing the app; services picks how), or save only."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 from rich.syntax import Syntax
+from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Button, Input, Label, Static
 
 from .. import draft as d
-from tuneforge.runner.services import train_command
+from ..chain import chain_line
+from tuneforge.runner.services import run_name_for, train_command
 
 from .base import WizardStep
+from ..widgets.field import FieldInput
+from ..widgets.readable import Readable
 from .dialogs import Confirm
+from .method import estimate_draft, estimate_lines
 
 
 class ReviewStep(WizardStep):
-    STEP = 4
+    STEP = 5
     AUTO_FOCUS = "FieldEditor Input"
     FIELDS_PREFIXES = ("name",)
     BINDINGS = [
@@ -38,11 +45,14 @@ class ReviewStep(WizardStep):
 
     def body(self) -> ComposeResult:
         yield self.editor("name", title="run name")
+        yield Static("", id="name-note")
         with Horizontal(id="where"):
             yield Label("recipe file")
-            yield Input(self.state.recipe_path_text(), id="recipe-path", compact=True)
+            yield FieldInput(self.state.recipe_path_text(), id="recipe-path", compact=True)
         yield Static("", id="command")
-        yield Static("", id="yaml", classes="panel")
+        yield Static("", id="chain")
+        yield Static("estimating…", id="review-estimate")
+        yield Readable("", id="yaml", classes="panel")
         with Horizontal(id="finish"):
             yield Button("Save + run now", id="run-now", variant="success", compact=True)
             yield Button("Save + run detached (survives SSH)", id="run-detached", compact=True)
@@ -50,6 +60,16 @@ class ReviewStep(WizardStep):
 
     def on_mount(self) -> None:
         self.update_review()
+        self._estimate(copy.deepcopy(self.draft))
+
+    @work(thread=True, exclusive=True, group="estimate", exit_on_error=False)
+    def _estimate(self, draft: dict) -> None:
+        est, problem = estimate_draft(draft)
+        self.app.call_from_thread(self._show_estimate, est, problem)
+
+    def _show_estimate(self, est, problem: str) -> None:
+        lines = estimate_lines(est) if est is not None else [problem]
+        self.query_one("#review-estimate", Static).update(Text.assemble(("estimate ", "bold"), "  ".join(lines)))
 
     def on_screen_resume(self) -> None:
         super().on_screen_resume()
@@ -77,15 +97,26 @@ class ReviewStep(WizardStep):
     def update_review(self) -> None:
         target = self.state.target_path()
         cmd = self.query_one("#command", Static)
-        yaml_box = self.query_one("#yaml", Static)
+        yaml_box = self.query_one("#yaml", Readable)
         try:
             text = d.to_yaml(self.draft, target)
         except Exception as exc:  # noqa: BLE001 - shown to the user, who goes back to fix it
             yaml_box.update(f"[red]{getattr(exc, 'message', exc)}[/]")
             return
         exists = " (exists: you will be asked before it is replaced)" if target.exists() else ""
+        self._name_note()
         cmd.update(f"[b]writes[/] {target}{exists}\n[b]command[/] {train_command(d.nice_path(target), self.draft.get('distributed'))}")
+        self.query_one("#chain", Static).update(Text.assemble(("chain   ", "bold"), chain_line(self.draft)))
         yaml_box.update(Syntax(text, "yaml", theme="ansi_dark", background_color="default"))
+
+    def _name_note(self) -> None:
+        """Say when the run name is taken and which name the run will get instead."""
+        name = self.draft.get("name") or ""
+        runs_dir = Path(d.get(self.draft, "output.runs_dir") or "runs")
+        actual = run_name_for(name, runs_dir, bool(d.get(self.draft, "output.overwrite"))) if name else name
+        note = self.query_one("#name-note", Static)
+        note.update(Text(f"{runs_dir / name} exists: this run will be {runs_dir / actual} "
+                         "(change the name to choose another)", style="yellow") if actual != name else "")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         mode = {"run-now": "now", "run-detached": "detached", "save-only": "save"}.get(event.button.id or "")

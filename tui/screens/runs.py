@@ -20,7 +20,8 @@ class RunsScreen(Screen):
         Binding("n", "app.new_recipe", "New recipe"),
         Binding("o", "app.open_recipe", "Open recipe"),
         Binding("enter", "monitor", "Monitor", show=True),
-        Binding("r", "refresh_runs", "Refresh"),
+        Binding("r", "resume", "Resume"),
+        Binding("f5", "refresh_runs", "Refresh", show=False),
         Binding("e", "eval", "Eval", show=False),
         Binding("q", "app.quit", "Quit", show=False),
     ]
@@ -63,7 +64,7 @@ class RunsScreen(Screen):
             table.move_cursor(row=min(keep, len(rows) - 1))
         empty = self.query_one("#empty", Static)
         empty.display = not rows
-        empty.update("No runs yet. Press [b]n[/] to create a recipe, [b]o[/] to open one, [b]?[/] for help.")
+        empty.update("No runs yet. Press [b]n[/] to create a recipe, [b]o[/] to open one, [b]f1[/] for help.")
         self._show_eval()
 
     def _selected(self) -> Path | None:
@@ -92,11 +93,24 @@ class RunsScreen(Screen):
             self.app.push_screen(EvalScreen(path))
 
     def action_monitor(self) -> None:
-        table = self.query_one(DataTable)
-        if table.row_count == 0:
+        path = self._selected()
+        if path is not None:
+            self.app.open_monitor(path)
+
+    def action_resume(self) -> None:
+        """Continue the selected stopped/failed/dead run from its last checkpoint, detached, and
+        follow it in the monitor (as `tuneforge resume RUN --detach`)."""
+        from tuneforge.runner import services
+
+        path = self._selected()
+        if path is None:
             return
-        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        self.app.open_monitor(Path(str(key)))
+        try:
+            handle = services.resume(path, "detached", runs_dir=self.runs_dir)
+        except Exception as exc:  # noqa: BLE001 - still running, finished, no checkpoint: say why
+            self.notify(getattr(exc, "message", str(exc)), severity="error", timeout=8)
+            return
+        self.app.open_monitor(handle)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()

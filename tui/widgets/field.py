@@ -12,6 +12,23 @@ from textual.widgets import Input, Label, Select, Static, Switch
 from ..draft import FieldSpec, field_spec, parse_text, show_value
 
 
+class FieldInput(Input):
+    """An Input that runs its own editing keys (ctrl+u, end, backspace, ...) the moment they
+    arrive. Textual runs a widget's key bindings only after the key has bubbled up to the app, so
+    printable keys queued behind it (a paste, keys a terminal multiplexer sends at once, a slow SSH link) were
+    inserted first and then wiped out by the late ctrl+u."""
+
+    async def _on_key(self, event) -> None:
+        if not event.is_printable:
+            bindings = self._bindings.key_to_bindings.get(event.key, [])
+            if bindings:
+                event.stop()
+                event.prevent_default()
+                await self.run_action(bindings[0].action)
+                return
+        await super()._on_key(event)
+
+
 class FieldEditor(Vertical):
     """Edits one dotted recipe path; posts `FieldEditor.Changed` with the typed value."""
 
@@ -54,7 +71,8 @@ class FieldEditor(Vertical):
                 yield Select([(str(c), c) for c in spec.choices], value=current, allow_blank=False, compact=True)
             else:
                 default = show_value(spec.default)
-                yield Input(show_value(self._value), placeholder=f"default: {default}" if default else "", compact=True)
+                yield FieldInput(show_value(self._value), placeholder=f"default: {default}" if default else "",
+                                 compact=True)
         if self._help and spec.description:
             yield Static(spec.description, classes="field-help")
         yield Static("", classes="field-error")

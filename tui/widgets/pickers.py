@@ -6,12 +6,21 @@ from pathlib import Path
 from typing import Iterable
 
 from textual.message import Message
-from textual.widgets import DirectoryTree, OptionList
+from textual.widgets import DirectoryTree, OptionList, RadioButton
 from textual.widgets.option_list import Option
 
 from ..modelinfo import ModelChoice
 
 DATA_SUFFIXES = {".json", ".jsonl", ".csv", ".parquet", ".txt"}
+
+
+class Choice(RadioButton):
+    """A radio button whose mark says it is chosen without colour: ● chosen, blank otherwise
+    (Textual draws ● in every button and tells them apart by colour only)."""
+
+    @property
+    def BUTTON_INNER(self) -> str:  # noqa: N802 - Textual's class attribute, made per instance
+        return "●" if self.value else " "
 
 
 class ModelPicker(OptionList):
@@ -33,9 +42,14 @@ class ModelPicker(OptionList):
 
 
 class DataPicker(DirectoryTree):
-    """Folders and data files under the working directory; choosing a file posts `Chosen`."""
+    """Folders and data files under a folder; choosing a file posts `Chosen`. With `kinds`, only
+    files whose rows a stage can train on are listed (detected in the tree's loader thread)."""
 
     DEFAULT_CSS = "DataPicker { height: 8; }"
+
+    def __init__(self, path, kinds: tuple[str, ...] | None = None, **kw) -> None:
+        super().__init__(path, **kw)
+        self.kinds = kinds
 
     class Chosen(Message):
         def __init__(self, path: Path) -> None:
@@ -43,8 +57,10 @@ class DataPicker(DirectoryTree):
             self.path = path
 
     def filter_paths(self, paths: Iterable[Path]) -> Iterable[Path]:
+        from ..datakind import fits
+
         return [p for p in paths if not p.name.startswith(".") and p.name not in {"__pycache__", "node_modules"}
-                and (p.is_dir() or p.suffix in DATA_SUFFIXES)]
+                and (p.is_dir() or (p.suffix in DATA_SUFFIXES and fits(p, self.kinds)))]
 
     def on_directory_tree_file_selected(self, event: DirectoryTree.FileSelected) -> None:
         event.stop()

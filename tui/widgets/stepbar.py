@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-STEPS = ("Model", "Method", "Dataset", "Hyperparameters", "Review")
+STEPS = ("Model", "Stage", "Method", "Dataset", "Hyperparameters", "Review")
 
 
 class StepBar(Static):
@@ -23,5 +23,5 @@ class StepBar(Static):
             if i:
                 out.append(" › ", style="dim")
             style = "bold reverse" if i == current else ("" if i < current else "dim")
-            out.append(f"{i + 1} {name}" if i == current or len(name) < 10 else f"{i + 1} Hyper", style=style)
+            out.append(f"{i + 1} {name if len(name) < 10 else name[:5]}", style=style)
         return out
