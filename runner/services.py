@@ -6,10 +6,15 @@
                                                   console output in <run>/console.log)
   open_run / list_runs                            a run by path or name; one summary row per run
   resume / stop / checkpoint                      act on a run (stop and checkpoint drop control files)
+  stage_figures / score                           a run's stage figures; a reward model's scores
+  eval_* / evaluate / launch_eval                 tuneforge eval (runner/eval/), in this process or started
+  serve / remote_chat                             tuneforge serve (runner/serve/); chat with a server
 The run directory (and so the run's name) exists before `launch` returns, so a face always holds the
 exact run it started. Processes are started only by runner.launcher; run files are read only here and
 in the modules below (rundir, watch, control). torch is imported only to train here or to measure
-this machine for an estimate.
+this machine for an estimate. The module is longer than most (~550 lines) because it is the whole
+list of what a face may ask for; the functions past the run lifecycle are thin doors into their
+packages, kept here so faces import one module and nothing else of the runner.
 """
 
 from __future__ import annotations
