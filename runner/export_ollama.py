@@ -97,12 +97,19 @@ def translate(tok, template: str, adds_bos: bool) -> Translation:
     bos, eos = tok.bos_token or "", tok.eos_token or ""
     lead = bos if adds_bos else ""  # the runtime writes BOS in front; the Go template must not
     no_system = jinja_render(tok, template, PROBES[1][:1]) or ""
+    from .data.tool_format import format_of
+
+    # A template wrapped with a tuneforge tool format (data.tool_format) writes tool turns its own way,
+    # which no Ollama family does: the Modelfile is checked on the conversations without tools, and
+    # Ollama renders tool turns in the family's own form (docs/export.md).
+    probes = [p for p in PROBES if not any(m.get("tool_calls") or m["role"] == "tool" for m in p)] \
+        if format_of(template) else PROBES
     tried = []
     for family, go in FAMILIES.items():
         go = go.replace("@BOS@", "" if adds_bos else bos).replace("@EOS@", eos)
         system = _default_system(family, no_system, lead)
         checked, ok = [], True
-        for n, probe in enumerate(PROBES):
+        for n, probe in enumerate(probes):
             want = jinja_render(tok, template, probe)
             if want is None:
                 continue

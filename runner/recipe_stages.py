@@ -111,6 +111,18 @@ class PtSpec(_Block):
     )
 
 
+def _changed(block: BaseModel, default: BaseModel, prefix: str = "") -> list[str]:
+    """Dotted names of the fields of `block` that differ from their defaults."""
+    out = []
+    for key in type(block).model_fields:
+        mine, theirs = getattr(block, key), getattr(default, key)
+        if isinstance(mine, BaseModel) and mine != theirs:
+            out += _changed(mine, theirs, f"{prefix}{key}.")
+        elif mine != theirs:
+            out.append(prefix + key)
+    return out
+
+
 def stage_problems(recipe) -> list[str]:
     """Stage settings that cannot work together, each with the fix (added to recipe.combination_problems)."""
     out = []
@@ -118,7 +130,8 @@ def stage_problems(recipe) -> list[str]:
     blocks = {"dpo": DpoSpec, "kto": KtoSpec, "orpo": OrpoSpec, "simpo": SimpoSpec, "rm": RmSpec, "pt": PtSpec}
     for name, cls in blocks.items():
         if name != stage and getattr(recipe, name) != cls():
-            out.append(f"{name} settings were given but stage is '{stage}' — fix: stage: {name}, or remove the {name} section")
+            given = ", ".join(f"{name}.{key}" for key in _changed(getattr(recipe, name), cls()))
+            out.append(f"{given} given but stage is '{stage}' — fix: stage: {name}, or remove the {name} section")
     ref = recipe.dpo.reference if stage == "dpo" else recipe.kto.reference if stage == "kto" else None
     if ref is not None:
         if ref.kind == "base" and method not in ("lora", "qlora"):
