@@ -211,10 +211,11 @@ def test_the_estimate_is_per_gpu_under_each_strategy(tiny_model_dir):
 def test_the_wizards_command_says_how_a_distributed_recipe_launches():
     from tuneforge.runner import services
 
-    assert services.train_command("r.yaml") == "tuneforge train r.yaml"
-    assert services.train_command("r.yaml", {"nproc": 1}) == "tuneforge train r.yaml"
+    tf = services.command_name()  # 'tuneforge', or .venv/bin/tuneforge where that is not on PATH
+    assert services.train_command("r.yaml") == f"{tf} train r.yaml"
+    assert services.train_command("r.yaml", {"nproc": 1}) == f"{tf} train r.yaml"
     line = services.train_command("r.yaml", {"nproc": 4, "nnodes": 2, "strategy": "fsdp"})
-    assert line.startswith("tuneforge train r.yaml") and "accelerate launch: 8 processes, fsdp" in line
+    assert line.startswith(f"{tf} train r.yaml") and "accelerate launch: 8 processes, fsdp" in line
 
 
 def test_visible_gpus_reads_the_driver_files_and_honours_cuda_visible_devices(tmp_path, monkeypatch):

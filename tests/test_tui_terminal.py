@@ -163,11 +163,11 @@ def test_wizard_over_ssh_starts_a_detached_run_that_finishes(sshd, tiny_model_di
         term.type(str(tiny_model_dir))
         term.wait("3.2M (3,219,776)", 30)  # the tiny model's details, not the embedded one's
         term.keys("C-n")
-        term.wait("Stage (", 30)
+        term.wait("simpo  simple preference", 30)  # the stage list (its hint may be scrolled away at 80x24)
         term.keys("C-n")
         term.wait("Method (", 30)
         term.keys("C-n")
-        term.wait("Files under the working directory", 90)
+        term.wait("a typed path is relative to the working directory", 90)  # the dataset step (its tree title may scroll away)
         term.tab_to("file")
         term.type(str(shared("alpaca_en_demo.json")))
         term.wait("rows read", 120)

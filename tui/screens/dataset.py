@@ -101,7 +101,8 @@ class DatasetStep(WizardStep):
         if p.kind:
             head.append(f"   rows: {d.KIND_WORDS.get(p.kind, p.kind)}")
         if p.template:
-            head.append(f"   chat template: {p.template}")
+            # "tokenizer + tool format json" -> "tokenizer, tools json": one line at 80 columns
+            head.append(f"   template: {p.template.replace(' + tool format ', ', tools ')}")
         head.append("\n" + p.report)
         if p.problem:
             head.append(f"\nproblem: {p.problem}", style="bold red")
