@@ -103,14 +103,9 @@ def main() -> int:
     ])
     print(text)
     if args.write:
-        path = Path(args.write)
-        old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
-        if SECTION in old:
-            head, rest = old.split(SECTION, 1)
-            nxt = rest.find("\n## ")
-            old = head + (rest[nxt + 1:] if nxt >= 0 else "")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(old.rstrip("\n") + "\n\n" + text if old.strip() else text, encoding="utf-8")
+        from bench_machine import replace_section
+
+        replace_section(args.write, SECTION, text)
     return 0 if t_ours <= t_base else 1
 
 

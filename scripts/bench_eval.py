@@ -98,13 +98,9 @@ def main() -> int:
         if a != b:
             print(f"row {i} differs:\n  batched: {a!r}\n  plain:   {b!r}", file=sys.stderr)
     if args.write:
-        path = Path(args.write)
-        old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
-        if SECTION in old:
-            head, rest = old.split(SECTION, 1)
-            nxt = rest.find("\n## ")
-            old = head + (rest[nxt + 1:] if nxt >= 0 else "")
-        path.write_text(old.rstrip("\n") + "\n\n" + text, encoding="utf-8")
+        from bench_machine import replace_section
+
+        replace_section(args.write, SECTION, text)
     ok = same == n and (args.quick or speedup >= TARGET)
     return 0 if ok else 1
 

@@ -46,3 +46,18 @@ def child_result(proc, what: str) -> dict:
         sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-3000:])
         raise SystemExit(f"{what} failed (exit {proc.returncode})")
     return json.loads(line[7:])
+
+
+def replace_section(path, section: str, text: str) -> None:
+    """Write `text` (which starts with its `section` heading) into the markdown file at `path`, in
+    place of that section's earlier text (up to the next '## ' heading), else at the end."""
+    from pathlib import Path
+
+    path = Path(path)
+    old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
+    if section in old:
+        head, rest = old.split(section, 1)
+        nxt = rest.find("\n## ")
+        old = head + (rest[nxt + 1:] if nxt >= 0 else "")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(old.rstrip("\n") + "\n\n" + text if old.strip() else text, encoding="utf-8")

@@ -121,13 +121,9 @@ def main() -> int:
     ])
     print(text)
     if args.write:
-        path = Path(args.write)
-        old = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n\n"
-        if SECTION in old:
-            head, rest = old.split(SECTION, 1)
-            nxt = rest.find("\n## ")
-            old = head + (rest[nxt + 1:] if nxt >= 0 else "")
-        path.write_text(old.rstrip("\n") + "\n\n" + text, encoding="utf-8")
+        from bench_machine import replace_section
+
+        replace_section(args.write, SECTION, text)
     print(f"RESULT {{\"ratio_at_max_clients\": {ratio_at_max:.3f}}}")
     return 0
 
