@@ -88,3 +88,23 @@ def finish(trainer, packed: bool, trl_head: bool = False) -> None:
     ref = getattr(trainer, "ref_model", None)
     if ref is not None:
         logps.install(logps.bare(unwrap(ref)), packed)
+
+
+def build_cpo_family(ctx, trainer_cls, args):
+    """An ORPOTrainer or CPOTrainer (SimPO) on tuneforge's pairs: the two differ only in config."""
+    from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+    from ..trainer import trainer_class
+    from . import rows
+    from .base import dataset, eval_items, trainer_kwargs
+
+    train = rows.pair_columns(ctx.data.train)
+    evals = eval_items(ctx)
+    trainer = trainer_class(cpo_rows(trainer_cls))(
+        processing_class=ctx.tokenizer, data_collator=DataCollatorForPreference(pad_token_id=ctx.tokenizer.pad_token_id),
+        train_dataset=dataset(train), eval_dataset=dataset(rows.pair_columns(evals)) if evals else None,
+        lengths=rows.lengths(train, "prompt_ids", "chosen_ids", "rejected_ids"), packed=ctx.packed,
+        **trainer_kwargs(ctx, args),
+    )
+    finish(trainer, ctx.packed, trl_head=True)
+    return trainer
